@@ -1,0 +1,88 @@
+import { Flags } from '@oclif/core';
+import { Builder, planBuild } from '@stacker/core';
+import { UserError } from '@stacker/plugin-api';
+import { enterNamespaces } from '../namespaces.js';
+import { StackerCommand } from '../base-command.js';
+import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
+import { STACKER_VERSION } from '../version.js';
+import { formatOrder } from '../order.js';
+
+export default class Build extends StackerCommand {
+  static override summary = 'builds a new OCI image from a stacker yaml file';
+  static override description =
+    'Builds every stanza of the stacker file (and of its config.prerequisites) in dependency order, as an ordinary user in a user namespace, and tags the results in the OCI layout.';
+  static override examples = [
+    '<%= config.bin %> build -f stacker.yaml',
+    '<%= config.bin %> build --substitute VERSION=1.2 --oci-dir out',
+    '<%= config.bin %> --debug build --order-only',
+  ];
+
+  static override flags = {
+    'stacker-file': Flags.string({ char: 'f', default: 'stacker.yaml', description: 'the input stackerfile' }),
+    ...stackerFileFlags,
+    'no-cache': Flags.boolean({ description: "don't use the previous build cache" }),
+    'order-only': Flags.boolean({ description: 'show the build order without running the actual build' }),
+    'layer-type': Flags.string({ multiple: true, default: ['tar'], options: ['tar', 'squashfs'], description: 'output layer type; can be supplied multiple times' }),
+    'require-hash': Flags.boolean({ description: 'require all remote imports to have a hash provided in stackerfiles' }),
+    'on-run-failure': Flags.string({ description: 'command to run inside container if run fails (useful for inspection)' }),
+    'shell-fail': Flags.boolean({ description: 'exec /bin/sh inside the container if run fails (alias for --on-run-failure=/bin/sh)' }),
+    'annotations-namespace': Flags.string({ default: 'io.stackeroci', description: 'OCI annotations namespace in the image manifest' }),
+    jobs: Flags.integer({ char: 'j', min: 1, description: 'stanzas built at the same time [default: number of cores]' }),
+    'no-squashfs-verity': Flags.boolean({ hidden: true }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Build);
+    this.setUp(flags);
+    if (flags['on-run-failure'] && flags['shell-fail']) {
+      throw new UserError('flags', '--shell-fail and --on-run-failure cannot be used together; pick one');
+    }
+    if (flags['layer-type'].includes('squashfs')) {
+      throw new UserError('layer-type', 'squashfs layers are not supported by this stacker yet; use --layer-type tar');
+    }
+    const files = await loadStackerFiles([flags['stacker-file']], flags, this.settings);
+    if (flags['order-only']) {
+      const lines = formatOrder(files, (m) => this.logger.info(m));
+      process.stdout.write(`${lines.join('\n')}\n`);
+      return;
+    }
+    // everything after this point happens inside the user namespace
+    const code = await enterNamespaces();
+    if (code !== undefined) this.exit(code);
+
+    for (const f of files) {
+      planBuild(
+        f.layers.map((l) => ({
+          name: l.name,
+          baseTag: l.from.type === 'built' ? String(l.from.tag) : undefined,
+          stackerImports: l.imports.map((i) => i.path).filter((p) => p.startsWith('stacker://')),
+        })),
+        { info: (m) => this.logger.info(m) },
+      );
+    }
+    const ac = new AbortController();
+    const onSignal = (sig: NodeJS.Signals) => {
+      this.logger.info(`received ${sig}, stopping the build`);
+      ac.abort();
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      await new Builder({
+        files,
+        settings: this.settings,
+        registry: this.registry,
+        log: this.logger,
+        requireHash: flags['require-hash'],
+        onRunFailure: flags['shell-fail'] ? '/bin/sh' : flags['on-run-failure'],
+        annotationsNamespace: flags['annotations-namespace'],
+        stackerVersion: STACKER_VERSION,
+        jobs: flags.jobs,
+        signal: ac.signal,
+      }).run();
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}

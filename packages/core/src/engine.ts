@@ -1,0 +1,676 @@
+import { createHash, randomBytes } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import { dirname, join, posix, resolve as resolvePath } from 'node:path';
+import type { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import {
+  type BaseImage,
+  type Descriptor,
+  type DriverContext,
+  type ImageConfig,
+  type Logger,
+  MEDIA_TYPES,
+  type SourceContext,
+  type StorageDriver,
+  UserError,
+  type Viewer,
+} from '@stacker/plugin-api';
+import { OciLayout, putLayer, unpackLayer } from '@stacker/oci';
+import {
+  createInRoot,
+  DEFAULT_PATH,
+  makeBundle,
+  runContainer,
+  RUN_SCRIPT_PATH,
+  writeRunScript,
+} from '@stacker/runtime';
+import type { Layer, StackerFile } from '@stacker/stackerfile';
+import { planBuild } from './dag.js';
+import { type StagedImport, destinationOf, stageImports } from './imports.js';
+import { buildImageConfig, buildManifest, hostPlatform, isoTime } from './image-config.js';
+import { DirLock } from './lock.js';
+import type { PluginRegistry } from './registry.js';
+import { computeDiffId } from './diffid.js';
+import { chainIds } from './chain.js';
+
+export interface BuildSettings {
+  stackerDir: string;
+  ociDir: string;
+  rootsDir: string;
+  storageType: string;
+  runtime: string;
+  sourceDateEpoch?: number;
+}
+
+export interface BuildOptions {
+  /** Parsed stacker files, prerequisites first. */
+  files: StackerFile[];
+  settings: BuildSettings;
+  registry: PluginRegistry;
+  log: Logger;
+  requireHash?: boolean;
+  /** Command run in the failed container when a `run` step fails (`--on-run-failure`). */
+  onRunFailure?: string;
+  annotationsNamespace?: string;
+  stackerVersion: string;
+  /** Concurrent stanzas (default: number of cores). */
+  jobs?: number;
+  signal?: AbortSignal;
+  /** Progress callback for the live view. */
+  onEvent?: (e: BuildEvent) => void;
+}
+
+export type BuildEvent = { stanza: string; state: 'queued' | 'resolving' | 'running' | 'diffing' | 'writing' | 'done' | 'cached' | 'failed' };
+
+export interface BuiltStanza {
+  name: string;
+  image: BaseImage;
+  /** Committed snapshot name of the image's top layer (undefined for an empty image). */
+  snapshot?: string;
+  buildOnly: boolean;
+}
+
+export interface BuildResult {
+  built: Map<string, BuiltStanza>;
+}
+
+const PASSTHROUGH_DEFAULT = [/^(HTTP_PROXY|HTTPS_PROXY|FTP_PROXY|NO_PROXY|http_proxy|https_proxy|ftp_proxy|no_proxy)$/, /^TERM$/, /^SOURCE_DATE_EPOCH$/];
+
+function shortId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+function gitVersion(dir: string): Promise<string | undefined> {
+  return import('execa')
+    .then(({ execa }) => execa('git', ['-C', dir, 'describe', '--always', '--dirty'], { reject: false }))
+    .then((r) => (r.exitCode === 0 ? r.stdout.trim() : undefined))
+    .catch(() => undefined);
+}
+
+/** Run `fn` over `items` with at most `limit` at a time; first failure stops new work. */
+async function boundedAll<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
+  const errors: unknown[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length && errors.length === 0) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) {
+    const userErrs = errors.filter((e) => (e as UserError).userError);
+    const first = (userErrs[0] ?? errors[0]) as Error;
+    first.message = `${first.message} (and ${errors.length - 1} more failure${errors.length > 2 ? 's' : ''}: ${errors
+      .filter((e) => e !== first)
+      .map((e) => (e as Error).message)
+      .join('; ')})`;
+    throw first;
+  }
+}
+
+/**
+ * The build engine: for every stanza of every file, in dependency order, resolve its base,
+ * make sure the base layers are snapshots in storage, run its `run` steps under runc on a
+ * writable snapshot, turn the changes into a layer and write the image to the OCI layout.
+ */
+export class Builder {
+  private layout!: OciLayout;
+  private driver!: StorageDriver & Partial<Viewer>;
+  private built = new Map<string, BuiltStanza>();
+  private inflight = new Map<string, Promise<BuiltStanza>>();
+  private snapshotLocks = new Map<string, Promise<void>>();
+  private diffIdCache = new Map<string, Promise<string>>();
+  private log: Logger;
+
+  constructor(private opts: BuildOptions) {
+    this.log = opts.log;
+  }
+
+  async run(): Promise<BuildResult> {
+    const { settings } = this.opts;
+    await fsp.mkdir(settings.stackerDir, { recursive: true });
+    await fsp.mkdir(settings.rootsDir, { recursive: true });
+    const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
+    try {
+      this.layout = await openOrInitLayout(settings.ociDir);
+      const factory = await this.opts.registry.storage(settings.storageType);
+      const dctx: DriverContext = {
+        rootsDir: settings.rootsDir,
+        log: this.log,
+        unpack: (tar, dir, o) => unpackLayer(tar, dir, o),
+      };
+      if (factory.check) await factory.check(dctx);
+      const driver = await factory.create(dctx);
+      this.driver = driver;
+      if (driver.cleanup) await driver.cleanup();
+      for (const file of this.opts.files) await this.buildFile(file);
+      return { built: this.built };
+    } finally {
+      for (const l of locks) l.release();
+    }
+  }
+
+  private async buildFile(file: StackerFile): Promise<void> {
+    const plan = planBuild(
+      file.layers.map((l) => ({
+        name: l.name,
+        baseTag: l.from.type === 'built' ? String(l.from.tag) : undefined,
+        stackerImports: l.imports.map((i) => i.path).filter((p) => p.startsWith('stacker://')),
+      })),
+      { info: (m) => this.log.info(m) },
+    );
+    const byName = new Map(file.layers.map((l) => [l.name, l]));
+    const jobs = this.opts.jobs ?? 2;
+    const start = (name: string): Promise<BuiltStanza> => {
+      let p = this.inflight.get(name);
+      if (!p) {
+        p = (async () => {
+          for (const dep of plan.needs.get(name) ?? []) {
+            if (!this.built.has(dep)) await start(dep);
+          }
+          return this.buildStanza(file, byName.get(name)!);
+        })();
+        this.inflight.set(name, p);
+      }
+      return p;
+    };
+    for (const wave of plan.waves) {
+      await boundedAll(wave, jobs, async (name) => {
+        if (this.opts.signal?.aborted) throw new UserError('aborted', 'build interrupted');
+        await start(name);
+      });
+    }
+  }
+
+  private event(stanza: string, state: BuildEvent['state']) {
+    this.opts.onEvent?.({ stanza, state });
+  }
+
+  private sourceContext(file: StackerFile, layer: Layer): SourceContext {
+    return {
+      stanza: layer.name,
+      stackerFile: file.path,
+      resolvePath: (p) => resolvePath(file.dir, p),
+      cacheDir: join(this.opts.settings.stackerDir, 'sources'),
+      blobs: this.layout,
+      platform: {
+        os: layer.os ?? hostPlatform().os,
+        architecture: layer.arch ?? hostPlatform().architecture,
+      },
+      log: this.log,
+      builtImage: async (name) => {
+        const b = this.built.get(name);
+        if (!b) throw new UserError('built-missing', `${layer.name} is built from ${name}, which has not been built`);
+        return b.image;
+      },
+      imageFromLayers: (layers, identity) => this.imageFromLayers(layers, identity),
+      signal: this.opts.signal ?? new AbortController().signal,
+    };
+  }
+
+  /** A base image made of plain layers (a tarball, scratch): config with their diff ids. */
+  async imageFromLayers(layers: Descriptor[], identity: string): Promise<BaseImage> {
+    const diffIds: string[] = [];
+    for (const l of layers) diffIds.push(await this.diffIdOf(l));
+    const host = hostPlatform();
+    const config: ImageConfig = {
+      architecture: host.architecture,
+      os: host.os,
+      config: {},
+      rootfs: { type: 'layers', diff_ids: diffIds },
+      history: [],
+    };
+    const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
+    const manifest = buildManifest(cdesc, layers, {});
+    const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
+    return { manifest, manifestDigest: mdesc.digest, config, identity, layers };
+  }
+
+  private diffIdOf(layer: Descriptor): Promise<string> {
+    let p = this.diffIdCache.get(layer.digest);
+    if (!p) {
+      p = computeDiffId(this.layout, layer, join(this.opts.settings.stackerDir, 'diffids'));
+      this.diffIdCache.set(layer.digest, p);
+    }
+    return p;
+  }
+
+  /** Serialise work on one snapshot name (two stanzas on one base unpack it once). */
+  private async withSnapshotLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.snapshotLocks.get(name) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => {
+      release = r;
+    });
+    this.snapshotLocks.set(name, prev.then(() => mine));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** Make sure every layer of `image` is a committed snapshot; returns the top one's name. */
+  private async ensureSnapshots(image: BaseImage): Promise<string | undefined> {
+    const diffIds = image.config.rootfs.diff_ids;
+    if (diffIds.length !== image.manifest.layers.length) {
+      throw new UserError(
+        'bad-image',
+        `image ${image.identity} has ${image.manifest.layers.length} layers but ${diffIds.length} diff ids in its config`,
+      );
+    }
+    const chains = chainIds(diffIds);
+    let parent: string | undefined;
+    for (let i = 0; i < chains.length; i++) {
+      const name = chains[i];
+      const layer = image.manifest.layers[i];
+      const parentName = parent;
+      await this.withSnapshotLock(name, async () => {
+        if (await this.driver.exists(name)) return;
+        const key = `extract-${shortId()}`;
+        await this.driver.prepare(key, parentName);
+        try {
+          this.log.debug(`unpacking layer ${layer.digest}`);
+          await this.driver.unpackLayer(key, await this.openUncompressed(layer));
+          await this.driver.commit(name, key);
+        } catch (e) {
+          await this.driver.remove(key).catch(() => {});
+          throw e;
+        }
+      });
+      parent = name;
+    }
+    return parent;
+  }
+
+  private async openUncompressed(layer: Descriptor): Promise<Readable> {
+    const s = await this.layout.open(layer.digest);
+    if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip')) return s.pipe(createGunzip());
+    if (layer.mediaType.endsWith('+zstd')) {
+      throw new UserError('layer-type', `layer ${layer.digest} is zstd-compressed, which this stacker cannot unpack yet`);
+    }
+    return s;
+  }
+
+  private async buildStanza(file: StackerFile, layer: Layer): Promise<BuiltStanza> {
+    const name = layer.name;
+    const log = this.log;
+    this.event(name, 'resolving');
+    log.info(`preparing image ${name}...`);
+    const source = await this.opts.registry.source(layer.from.type);
+    const parsed = source.schema.safeParse(layer.from);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const keyPath = ['from', ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))];
+      const place = file.placeOf(name, keyPath as (string | number)[]);
+      const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
+      throw new UserError('from', `${where}${name}: ${keyPath.join('.')}: ${issue.message}`, { ...place, stanza: name });
+    }
+    const ctx = this.sourceContext(file, layer);
+    const base = await source.resolve(parsed.data, ctx);
+    const topSnapshot = await this.ensureSnapshots(base);
+
+    const sde = this.opts.settings.sourceDateEpoch;
+    const created = isoTime(sde);
+    const needsRootfs = layer.run.length > 0 || layer.imports.some((i) => i.dest !== undefined) || layer.generateLabels.length > 0;
+    let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
+    let snapshot = topSnapshot;
+    const labels: Record<string, string> = {};
+
+    if (needsRootfs) {
+      const key = `build-${name}-${shortId()}`;
+      const rootfs = await this.driver.prepare(key, topSnapshot);
+      let committed = false;
+      try {
+        const staged = await this.stage(file, layer);
+        await this.copyImportsWithDest(rootfs, staged);
+        if (layer.run.length > 0) {
+          this.event(name, 'running');
+          await this.runSteps(file, layer, rootfs, base, staged, layer.run, 'run');
+        }
+        if (layer.generateLabels.length > 0) {
+          Object.assign(labels, await this.generateLabels(file, layer, rootfs, base, staged));
+        }
+        this.event(name, 'diffing');
+        const changes = await nonEmpty(this.driver.diff(key));
+        if (changes) {
+          this.event(name, 'writing');
+          const written = await putLayer(this.layout, changes, { compression: 'gzip', sourceDateEpoch: sde });
+          newLayer = { descriptor: written.descriptor, diffId: written.diffId };
+          snapshot = chainIds([...base.config.rootfs.diff_ids, written.diffId]).at(-1)!;
+          await this.withSnapshotLock(snapshot, async () => {
+            if (await this.driver.exists(snapshot!)) await this.driver.remove(key);
+            else await this.driver.commit(snapshot!, key);
+          });
+          committed = true;
+        }
+      } finally {
+        if (!committed) await this.driver.remove(key).catch(() => {});
+      }
+    }
+
+    const config = buildImageConfig(
+      base.config,
+      {
+        environment: layer.environment,
+        labels: { ...labels, ...layer.labels },
+        volumes: layer.volumes,
+        cmd: layer.cmd,
+        entrypoint: layer.entrypoint,
+        fullCommand: layer.fullCommand,
+        workingDir: layer.workingDir,
+        runtimeUser: layer.runtimeUser,
+        os: layer.os,
+        arch: layer.arch,
+      },
+      newLayer,
+      { created, createdBy: `stacker build ${name}` },
+    );
+    const ns = this.opts.annotationsNamespace ?? 'io.stackeroci';
+    const annotations: Record<string, string> = {
+      ...layer.annotations,
+      [`${ns}.stacker.stacker_yaml`]: file.raw,
+      [`${ns}.stacker.stacker_version`]: this.opts.stackerVersion,
+    };
+    const git = await gitVersion(file.dir);
+    if (git) annotations[`${ns}.stacker.git_version`] = git;
+    const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
+    const layers = newLayer ? [...base.manifest.layers, newLayer.descriptor] : [...base.manifest.layers];
+    const manifest = buildManifest(cdesc, layers, annotations);
+    const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
+    if (!layer.buildOnly) {
+      await this.layout.tag(name, {
+        ...mdesc,
+        platform: { os: config.os, architecture: config.architecture },
+      });
+    }
+    const image: BaseImage = { manifest, manifestDigest: mdesc.digest, config, identity: mdesc.digest, layers };
+    const result: BuiltStanza = { name, image, snapshot, buildOnly: layer.buildOnly };
+    this.built.set(name, result);
+    this.event(name, 'done');
+    log.info(`filesystem ${name} built successfully`);
+    return result;
+  }
+
+  private async stage(file: StackerFile, layer: Layer): Promise<StagedImport[]> {
+    const { stackerDir } = this.opts.settings;
+    return stageImports(layer.imports, {
+      stanza: layer.name,
+      resolvePath: (p) => resolvePath(file.dir, p),
+      stageDir: join(stackerDir, 'imports', layer.name),
+      downloadDir: join(stackerDir, 'downloads'),
+      requireHash: Boolean(this.opts.requireHash),
+      log: this.log,
+      copyFromLayer: (from, path, dest) => this.copyFromLayer(layer.name, from, path, dest),
+      signal: this.opts.signal,
+    });
+  }
+
+  /** stacker://layer/path: copy a path out of a built layer's filesystem. */
+  private async copyFromLayer(stanza: string, from: string, path: string, dest: string): Promise<void> {
+    const b = this.built.get(from);
+    if (!b) throw new UserError('stacker-import', `${stanza} imports stacker://${from}${path}, but ${from} was not built`);
+    const key = `view-${from}-${shortId()}`;
+    const rootfs = await this.driver.prepare(key, b.snapshot);
+    try {
+      const resolved = await resolveInRoot(rootfs, path);
+      try {
+        await fsp.lstat(resolved);
+      } catch {
+        throw new UserError('stacker-import', `${stanza} imports stacker://${from}${path}, but ${path} does not exist in ${from}`, {
+          stanza,
+          key: 'imports',
+        });
+      }
+      await fsp.cp(resolved, dest, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    } finally {
+      await this.driver.remove(key);
+    }
+  }
+
+  private async copyImportsWithDest(rootfs: string, staged: StagedImport[]): Promise<void> {
+    for (const imp of staged) {
+      const dest = destinationOf(imp);
+      if (dest === undefined) continue;
+      const parent = await createInRoot(rootfs, posix.dirname(dest), true);
+      const target = join(parent, posix.basename(dest));
+      await fsp.rm(target, { recursive: true, force: true });
+      await fsp.cp(imp.staged, target, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+      const { mode, uid, gid } = imp.spec;
+      if (mode !== undefined || uid !== undefined || gid !== undefined) {
+        await applyOwnership(target, mode, uid, gid);
+      }
+    }
+  }
+
+  private buildEnv(layer: Layer, base: BaseImage): string[] {
+    const env = new Map<string, string>();
+    for (const e of base.config.config?.Env ?? []) {
+      const i = e.indexOf('=');
+      env.set(e.slice(0, i < 0 ? e.length : i), i < 0 ? '' : e.slice(i + 1));
+    }
+    for (const [k, v] of Object.entries(layer.environment)) env.set(k, v);
+    const patterns = layer.buildEnvPassthrough
+      ? layer.buildEnvPassthrough.map((p) => new RegExp(`^(?:${p})$`))
+      : PASSTHROUGH_DEFAULT;
+    for (const [k, v] of Object.entries(process.env)) {
+      if (v !== undefined && patterns.some((p) => p.test(k))) env.set(k, v);
+    }
+    for (const [k, v] of Object.entries(layer.buildEnv)) env.set(k, v);
+    env.set('STACKER_LAYER_NAME', layer.name);
+    if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH.slice('PATH='.length));
+    return [...env].map(([k, v]) => `${k}=${v}`);
+  }
+
+  private async runSteps(
+    file: StackerFile,
+    layer: Layer,
+    rootfs: string,
+    base: BaseImage,
+    staged: StagedImport[],
+    script: string[],
+    what: 'run' | 'generate_labels',
+    extraBinds: { source: string; dest: string; readonly?: boolean }[] = [],
+  ): Promise<void> {
+    const { stackerDir } = this.opts.settings;
+    const legacy = layer.importsForm === 'import';
+    const importDir = join(stackerDir, 'imports', layer.name);
+    // /stacker holds the run script (and, for the legacy form, the imports themselves)
+    const stackerMount = legacy ? importDir : join(stackerDir, 'run', layer.name);
+    if (!legacy) {
+      await fsp.rm(stackerMount, { recursive: true, force: true });
+      await fsp.mkdir(join(stackerMount, 'imports'), { recursive: true });
+    }
+    await writeRunScript(stackerMount, script);
+    const hadStacker = await exists(join(rootfs, 'stacker'));
+    const binds = [
+      { source: stackerMount, dest: '/stacker', readonly: false },
+      ...(legacy ? [] : [{ source: importDir, dest: '/stacker/imports', readonly: true }]),
+      ...extraBinds,
+      ...layer.binds.map((b) => ({ source: resolvePath(file.dir, b.source), dest: b.dest, readonly: false })),
+    ];
+    for (const b of layer.binds) {
+      if (!(await exists(resolvePath(file.dir, b.source)))) {
+        throw new UserError('bind', `${layer.name}: bind source ${b.source} does not exist on this machine`, {
+          stanza: layer.name,
+          key: 'binds',
+        });
+      }
+    }
+    const id = `stacker-${layer.name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${shortId()}`;
+    const bundle = join(stackerDir, 'bundles', id);
+    const createdPaths = await missingMountpoints(rootfs, binds.map((b) => b.dest));
+    const stateDir = join(stackerDir, 'runc');
+    try {
+      await makeBundle({
+        bundle,
+        rootfs,
+        args: [RUN_SCRIPT_PATH],
+        env: this.buildEnv(layer, base),
+        cwd: '/',
+        hostname: layer.name.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63) || 'stacker',
+        binds,
+      });
+      const prefix = `${layer.name}: `;
+      const code = await runContainer({
+        runtime: this.opts.settings.runtime,
+        stateDir,
+        bundle,
+        id,
+        stdout: (line) => this.log.info(prefix + line),
+        stderr: (line) => this.log.info(prefix + line),
+        signal: this.opts.signal,
+      });
+      if (code !== 0) {
+        if (this.opts.onRunFailure) {
+          this.log.info(`running ${this.opts.onRunFailure} in the failed container of ${layer.name}`);
+          await makeBundle({
+            bundle,
+            rootfs,
+            args: ['/bin/sh', '-c', this.opts.onRunFailure],
+            env: this.buildEnv(layer, base),
+            cwd: '/',
+            binds,
+            terminal: Boolean(process.stdin.isTTY),
+          });
+          await runContainer({ runtime: this.opts.settings.runtime, stateDir, bundle, id: `${id}-fail`, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+        }
+        throw new UserError(
+          'run-failed',
+          `${what} commands failed for image "${layer.name}": exit status ${code}`,
+          { stanza: layer.name, key: what },
+        );
+      }
+    } finally {
+      await fsp.rm(bundle, { recursive: true, force: true });
+      // Mount points runc had to create are not part of the image, nor is /stacker.
+      for (const p of createdPaths.reverse()) await removeIfEmpty(p);
+      if (!hadStacker) await fsp.rm(join(rootfs, 'stacker'), { recursive: true, force: true });
+    }
+  }
+
+  private async generateLabels(
+    file: StackerFile,
+    layer: Layer,
+    rootfs: string,
+    base: BaseImage,
+    staged: StagedImport[],
+  ): Promise<Record<string, string>> {
+    const dir = join(this.opts.settings.stackerDir, 'oci-labels', layer.name);
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.mkdir(dir, { recursive: true });
+    await this.runSteps(file, layer, rootfs, base, staged, layer.generateLabels, 'generate_labels', [
+      { source: dir, dest: '/oci-labels', readonly: false },
+    ]);
+    const out: Record<string, string> = {};
+    for (const ent of await fsp.readdir(dir)) out[ent] = await fsp.readFile(join(dir, ent), 'utf8');
+    await fsp.rm(dir, { recursive: true, force: true });
+    return out;
+  }
+}
+
+/** The change stream, or undefined when it is empty (then no layer is written at all). */
+async function nonEmpty<T>(it: AsyncIterable<T>): Promise<AsyncIterable<T> | undefined> {
+  const iter = it[Symbol.asyncIterator]();
+  const first = await iter.next();
+  if (first.done) return undefined;
+  return (async function* () {
+    yield first.value;
+    for (let r = await iter.next(); !r.done; r = await iter.next()) yield r.value;
+  })();
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Paths (host side) of the bind destinations that do not yet exist in the rootfs. */
+async function missingMountpoints(rootfs: string, dests: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of ['/proc', '/sys', '/dev', '/etc/resolv.conf', ...dests]) {
+    let p = rootfs;
+    for (const c of d.split('/').filter(Boolean)) {
+      p = join(p, c);
+      if (!(await exists(p)) && !out.includes(p)) out.push(p);
+    }
+  }
+  return out;
+}
+
+async function removeIfEmpty(p: string): Promise<void> {
+  try {
+    const st = await fsp.lstat(p);
+    if (st.isDirectory()) await fsp.rmdir(p);
+    else if (st.isFile() && st.size === 0) await fsp.unlink(p);
+  } catch {
+    /* not empty or gone: keep it */
+  }
+}
+
+/** Resolve an absolute in-container path to its host path without leaving the root. */
+async function resolveInRoot(root: string, path: string): Promise<string> {
+  const todo = path.split('/').filter((c) => c && c !== '.');
+  const done: string[] = [];
+  let hops = 0;
+  while (todo.length) {
+    const c = todo.shift()!;
+    if (c === '..') {
+      done.pop();
+      continue;
+    }
+    const host = join(root, ...done, c);
+    let st: import('node:fs').Stats | undefined;
+    try {
+      st = await fsp.lstat(host);
+    } catch {
+      st = undefined;
+    }
+    if (st?.isSymbolicLink() && todo.length > 0) {
+      if (++hops > 40) throw new UserError('symlink-loop', `too many symlinks resolving ${path}`);
+      const target = await fsp.readlink(host);
+      if (target.startsWith('/')) done.length = 0;
+      todo.unshift(...target.split('/').filter((x) => x && x !== '.'));
+      continue;
+    }
+    done.push(c);
+  }
+  return join(root, ...done);
+}
+
+async function applyOwnership(target: string, mode?: number, uid?: number, gid?: number): Promise<void> {
+  const st = await fsp.lstat(target);
+  if (uid !== undefined || gid !== undefined) await fsp.lchown(target, uid ?? st.uid, gid ?? st.gid);
+  if (mode !== undefined && !st.isSymbolicLink()) await fsp.chmod(target, mode);
+  if (st.isDirectory()) {
+    for (const e of await fsp.readdir(target)) await applyOwnership(join(target, e), undefined, uid, gid);
+  }
+}
+
+async function openOrInitLayout(dir: string): Promise<OciLayout> {
+  try {
+    await fsp.access(join(dir, 'oci-layout'));
+    return await OciLayout.open(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      await fsp.mkdir(dirname(dir), { recursive: true });
+      return OciLayout.init(dir);
+    }
+    throw e;
+  }
+}
+
+export function stanzaHash(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}

@@ -1,0 +1,239 @@
+import type { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { badTar } from './errors.js';
+import {
+  TAR_BLOCK,
+  decodeHeader,
+  decodePaxRecords,
+  paddingFor,
+  xattrsFromPax,
+  type EntryType,
+  type TarHeader,
+} from './tar-header.js';
+
+export interface TarEntry {
+  header: TarHeader;
+  /** The content of a regular file. Read it (or not) before asking for the next entry. */
+  body: AsyncIterable<Buffer>;
+}
+
+const MAX_META = 16 << 20; // PAX and GNU long-name bodies are read whole; keep them sane
+
+/** Pulls exact byte counts out of a stream without gathering more than it must. */
+class ByteReader {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private ended = false;
+  constructor(private readonly source: AsyncIterator<Buffer>) {}
+
+  private async fill(): Promise<boolean> {
+    if (this.ended) return false;
+    const next = await this.source.next();
+    if (next.done) {
+      this.ended = true;
+      return false;
+    }
+    const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    return true;
+  }
+
+  /** Exactly n bytes, or fewer only at the end of the stream. */
+  async read(n: number): Promise<Buffer> {
+    while (this.pendingBytes < n && (await this.fill())) {}
+    const all = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
+    const out = all.subarray(0, Math.min(n, all.length));
+    const rest = all.subarray(out.length);
+    this.pending = rest.length ? [rest] : [];
+    this.pendingBytes = rest.length;
+    return out;
+  }
+
+  /** Up to n bytes in whatever chunks arrive; fails if the stream ends first. */
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      if (this.pendingBytes === 0 && !(await this.fill())) throw badTar('the archive ends inside a file');
+      const head = this.pending[0];
+      if (head.length <= left) {
+        this.pending.shift();
+        this.pendingBytes -= head.length;
+        left -= head.length;
+        yield head;
+      } else {
+        this.pending[0] = head.subarray(left);
+        this.pendingBytes -= left;
+        yield head.subarray(0, left);
+        left = 0;
+      }
+    }
+  }
+
+  async skip(n: number): Promise<void> {
+    for await (const _ of this.chunks(n)) {
+      /* discard */
+    }
+  }
+}
+
+/** The stream as raw tar: gunzipped first when it starts with the gzip magic. */
+export async function* decompressIfGzip(stream: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Buffer> {
+  const it: AsyncIterator<Buffer> | Iterator<Buffer> =
+    Symbol.asyncIterator in stream ? stream[Symbol.asyncIterator]() : (stream as Iterable<Buffer>)[Symbol.iterator]();
+  const first: Buffer[] = [];
+  let size = 0;
+  let done = false;
+  while (size < 2) {
+    const next = await it.next();
+    if (next.done) {
+      done = true;
+      break;
+    }
+    first.push(next.value);
+    size += next.value.length;
+  }
+  async function* replay(): AsyncGenerator<Buffer> {
+    yield* first;
+    if (done) return;
+    while (true) {
+      const next = await it.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  }
+  const head = Buffer.concat(first);
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
+    const gunzip = createGunzip();
+    const feed = (async () => {
+      try {
+        for await (const chunk of replay()) {
+          if (!gunzip.write(chunk)) await new Promise((r) => gunzip.once('drain', r));
+        }
+        gunzip.end();
+      } catch (e) {
+        gunzip.destroy(e as Error);
+      }
+    })();
+    try {
+      for await (const chunk of gunzip) yield chunk as Buffer;
+    } catch (e) {
+      throw badTar(`gzip data is corrupt (${(e as Error).message})`);
+    }
+    await feed;
+  } else {
+    yield* replay();
+  }
+}
+
+/**
+ * Read a tar (plain or gzip) entry by entry. PAX headers (including binary
+ * `SCHILY.xattr.*` values) and GNU long names are folded into the entries they describe.
+ */
+export async function* readTar(stream: Readable | AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<TarEntry> {
+  const reader = new ByteReader(decompressIfGzip(stream as AsyncIterable<Buffer> | Iterable<Buffer>)[Symbol.asyncIterator]());
+  let global = new Map<string, Buffer>();
+  let pax: Map<string, Buffer> | undefined;
+  let longName: string | undefined;
+  let longLink: string | undefined;
+
+  while (true) {
+    const block = await reader.read(TAR_BLOCK);
+    if (block.length === 0) return; // no end blocks: tolerated
+    if (block.length < TAR_BLOCK) throw badTar('the archive ends inside a header');
+    const raw = decodeHeader(block);
+    if (raw === null) return; // first zero block: end of archive
+    const padded = raw.size + paddingFor(raw.size);
+
+    if (raw.typeflag === 'x' || raw.typeflag === 'g' || raw.typeflag === 'L' || raw.typeflag === 'K') {
+      if (raw.size > MAX_META) throw badTar('an extended header is too large');
+      const body = await reader.read(padded);
+      if (body.length < padded) throw badTar('the archive ends inside an extended header');
+      const data = body.subarray(0, raw.size);
+      if (raw.typeflag === 'x') pax = new Map([...(pax ?? []), ...decodePaxRecords(data)]);
+      else if (raw.typeflag === 'g') global = new Map([...global, ...decodePaxRecords(data)]);
+      else {
+        const nul = data.indexOf(0);
+        const text = (nul < 0 ? data : data.subarray(0, nul)).toString('utf8');
+        if (raw.typeflag === 'L') longName = text;
+        else longLink = text;
+      }
+      continue;
+    }
+
+    const ext = new Map([...global, ...(pax ?? [])]);
+    pax = undefined;
+    let name = longName ?? raw.name;
+    let linkname = longLink ?? raw.linkname;
+    longName = longLink = undefined;
+    const str = (key: string): string | undefined => ext.get(key)?.toString('utf8');
+    const num = (key: string, fallback: number): number => {
+      const v = str(key);
+      if (v === undefined) return fallback;
+      const n = Number(v);
+      if (!Number.isFinite(n)) throw badTar(`PAX ${key} is ${JSON.stringify(v)}`);
+      return n;
+    };
+    name = str('path') ?? name;
+    linkname = str('linkpath') ?? linkname;
+    const size = num('size', raw.size);
+    const type = entryType(raw.typeflag, name);
+    const header: TarHeader = {
+      name,
+      type,
+      mode: raw.mode & 0o7777,
+      uid: num('uid', raw.uid),
+      gid: num('gid', raw.gid),
+      size: type === 'file' ? size : 0,
+      mtime: Math.floor(num('mtime', raw.mtime)),
+      linkname: type === 'symlink' || type === 'hardlink' ? linkname : undefined,
+      devmajor: raw.devmajor,
+      devminor: raw.devminor,
+      xattrs: xattrsFromPax(ext),
+    };
+    // Content follows any header with a size, whatever its type; only files expose it.
+    const dataSize = raw.typeflag === '1' || raw.typeflag === '2' || raw.typeflag === '5' ? 0 : size;
+    let unread = dataSize;
+    let opened = false;
+    const fileBytes = type === 'file' ? dataSize : 0;
+    const body: AsyncIterable<Buffer> = {
+      [Symbol.asyncIterator]: () => {
+        if (opened) throw new Error('a tar entry body can be read once');
+        opened = true;
+        return (async function* () {
+          for await (const chunk of reader.chunks(fileBytes)) {
+            unread -= chunk.length;
+            yield chunk;
+          }
+        })();
+      },
+    };
+    yield { header, body };
+    await reader.skip(unread);
+    await reader.skip(paddingFor(dataSize));
+  }
+}
+
+function entryType(typeflag: string, name: string): EntryType {
+  switch (typeflag) {
+    case '0':
+    case '\u0000':
+    case '':
+    case '7':
+      return name.endsWith('/') ? 'directory' : 'file';
+    case '1':
+      return 'hardlink';
+    case '2':
+      return 'symlink';
+    case '3':
+      return 'char';
+    case '4':
+      return 'block';
+    case '5':
+      return 'directory';
+    case '6':
+      return 'fifo';
+    default:
+      throw badTar(`entry ${JSON.stringify(name)} has unsupported type ${JSON.stringify(typeflag)}`);
+  }
+}

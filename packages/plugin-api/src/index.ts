@@ -1,0 +1,6 @@
+export * from './errors.js';
+export * from './logger.js';
+export * from './manifest.js';
+export * from './oci-types.js';
+export * from './source.js';
+export * from './storage.js';

@@ -1,0 +1,106 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { MEDIA_TYPES, type Source, type SourceContext, UserError } from '@stacker/plugin-api';
+import { z } from 'zod';
+
+const schema = z.looseObject({
+  type: z.literal('tar'),
+  url: z.string().min(1, 'url: the path or http(s) address of the tarball'),
+});
+type TarFrom = z.infer<typeof schema>;
+
+function isHttp(u: string) {
+  return /^https?:\/\//i.test(u);
+}
+
+/** An http(s) tarball is downloaded once into the source cache; a partial file never counts. */
+async function fetchOnce(url: string, ctx: SourceContext): Promise<string> {
+  const dir = join(ctx.cacheDir, 'tar', createHash('sha256').update(url).digest('hex').slice(0, 32));
+  const dest = join(dir, basename(new URL(url).pathname) || 'base.tar');
+  try {
+    await fsp.access(dest);
+    return dest;
+  } catch {
+    /* download it */
+  }
+  await fsp.mkdir(dir, { recursive: true });
+  ctx.log.info(`downloading ${url}`);
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: ctx.signal });
+  } catch (e) {
+    throw new UserError('tar-download', `couldn't download ${url} for ${ctx.stanza}: ${(e as Error).message}`);
+  }
+  if (!res.ok || !res.body) {
+    throw new UserError('tar-download', `couldn't download ${url} for ${ctx.stanza}: HTTP ${res.status} ${res.statusText}`);
+  }
+  const tmp = `${dest}.partial-${process.pid}`;
+  await pipeline(Readable.fromWeb(res.body as any), createWriteStream(tmp));
+  await fsp.rename(tmp, dest);
+  return dest;
+}
+
+async function localPath(from: TarFrom, ctx: SourceContext): Promise<string> {
+  if (isHttp(from.url)) return fetchOnce(from.url, ctx);
+  const p = ctx.resolvePath(from.url.replace(/^file:\/\//, ''));
+  try {
+    const st = await fsp.stat(p);
+    if (!st.isFile()) throw new Error('not a file');
+  } catch {
+    throw new UserError('tar-missing', `${ctx.stanza}: the base tarball ${p} does not exist; fix from.url`, {
+      stanza: ctx.stanza,
+      key: 'from.url',
+    });
+  }
+  return p;
+}
+
+async function magic(path: string): Promise<Buffer> {
+  const fh = await fsp.open(path, 'r');
+  try {
+    const b = Buffer.alloc(6);
+    await fh.read(b, 0, 6, 0);
+    return b;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * `from: {type: tar, url: ...}`: a root filesystem tarball (plain or gzip). A gzip tarball
+ * is used as the layer blob as it is (hard-linked when it can be, never recompressed);
+ * a plain one is compressed once while it streams into the blob store.
+ */
+export const tarSource: Source<TarFrom> = {
+  type: 'tar',
+  schema,
+  async identity(from, ctx) {
+    const p = await localPath(from, ctx);
+    const h = createHash('sha256');
+    await pipeline(createReadStream(p), h);
+    return `tar:sha256:${h.digest('hex')}`;
+  },
+  async resolve(from, ctx) {
+    const p = await localPath(from, ctx);
+    const m = await magic(p);
+    let layer;
+    if (m[0] === 0x1f && m[1] === 0x8b) {
+      layer = await ctx.blobs.putFile(p, MEDIA_TYPES.layerGzip);
+    } else if (m.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) || (m[0] === 0x28 && m[1] === 0xb5)) {
+      throw new UserError('tar-format', `${ctx.stanza}: ${p} is xz or zstd compressed; use a plain or gzip tarball`, {
+        stanza: ctx.stanza,
+        key: 'from.url',
+      });
+    } else {
+      layer = await ctx.blobs.putStream(createReadStream(p).pipe(createGzip({ level: 6 })), MEDIA_TYPES.layerGzip);
+    }
+    return ctx.imageFromLayers([layer], `tar:${layer.digest}`);
+  },
+};
+
+export const sources = [tarSource];

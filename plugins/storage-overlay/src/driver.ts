@@ -1,0 +1,299 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { lstat, mkdir, readdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { getAttribute, listAttributes } from '@napi-rs/xattr';
+import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
+import { execa } from 'execa';
+import { chainTooLong, snapshotInUse, unsupportedOverlayFeature } from './errors.js';
+import { isMountPoint, mountPoints, unmount } from './mounts.js';
+import { removeTree } from './rmrf.js';
+
+/**
+ * On-disk layout, all below `<rootsDir>/overlay/`:
+ *
+ *   snapshots/<id>/fs          committed snapshot: an overlay upper dir, now read-only
+ *   snapshots/<id>/meta.json   {name, parent}
+ *   active/<id>/fs             upper dir of an active snapshot
+ *   active/<id>/work           overlay's work dir
+ *   active/<id>/rootfs         where the overlay is mounted (when there is a parent)
+ *   active/<id>/meta.json      {key, parent}
+ *
+ * `<id>` is the start of sha256(name or key): short and free of characters that mean
+ * something in overlay's option string (`:` `,` `=`).
+ */
+export const ID_LENGTH = 16;
+
+/** Legacy mount(2) takes at most one page of options, the terminating NUL included. */
+export const MAX_MOUNT_OPTIONS = 4095;
+
+// The mount runs with its cwd in snapshots/, so each lower layer costs `<id>/fs:` only.
+const PER_LAYER = ID_LENGTH + '/fs:'.length;
+const FIXED = `lowerdir=,upperdir=../active/${'x'.repeat(ID_LENGTH)}/fs,workdir=../active/${'x'.repeat(ID_LENGTH)}/work,userxattr`.length + 1;
+
+/** The deepest parent chain a snapshot can sit on (199 layers with 16-character ids). */
+export const MAX_CHAIN = Math.floor((MAX_MOUNT_OPTIONS - FIXED) / PER_LAYER);
+
+export function snapshotId(nameOrKey: string): string {
+  return createHash('sha256').update(nameOrKey).digest('hex').slice(0, ID_LENGTH);
+}
+
+interface CommittedMeta {
+  name: string;
+  parent?: string;
+}
+
+interface ActiveMeta {
+  key: string;
+  parent?: string;
+}
+
+export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
+  readonly name = 'overlay';
+  readonly dir: string;
+  readonly snapshotsDir: string;
+  readonly activeDir: string;
+
+  private constructor(
+    private readonly ctx: DriverContext,
+    dir: string,
+  ) {
+    this.dir = dir;
+    this.snapshotsDir = join(dir, 'snapshots');
+    this.activeDir = join(dir, 'active');
+  }
+
+  static async open(ctx: DriverContext): Promise<OverlayDriver> {
+    await mkdir(ctx.rootsDir, { recursive: true });
+    // mountinfo shows real paths: compare against the real one.
+    const dir = join(await realpath(ctx.rootsDir), 'overlay');
+    const driver = new OverlayDriver(ctx, dir);
+    await mkdir(driver.snapshotsDir, { recursive: true });
+    await mkdir(driver.activeDir, { recursive: true });
+    return driver;
+  }
+
+  private committedPath(name: string): string {
+    return join(this.snapshotsDir, snapshotId(name));
+  }
+
+  private activePath(key: string): string {
+    return join(this.activeDir, snapshotId(key));
+  }
+
+  private async committedMeta(name: string): Promise<CommittedMeta | undefined> {
+    const text = await readFile(join(this.committedPath(name), 'meta.json'), 'utf8').catch(() => undefined);
+    if (text === undefined) return undefined;
+    const meta = JSON.parse(text) as CommittedMeta;
+    return meta.name === name ? meta : undefined;
+  }
+
+  private activeMetaSync(key: string): ActiveMeta | undefined {
+    try {
+      const meta = JSON.parse(readFileSync(join(this.activePath(key), 'meta.json'), 'utf8')) as ActiveMeta;
+      return meta.key === key ? meta : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return (await this.committedMeta(name)) !== undefined;
+  }
+
+  /** Committed snapshot ids from `parent` down to the base, nearest first. */
+  private async chain(parent: string): Promise<string[]> {
+    const ids: string[] = [];
+    let name: string | undefined = parent;
+    while (name !== undefined) {
+      const meta = await this.committedMeta(name);
+      if (!meta) throw new Error(`overlay: parent snapshot ${name} does not exist`);
+      ids.push(snapshotId(name));
+      if (ids.length > MAX_CHAIN) throw chainTooLong(parent, ids.length, MAX_CHAIN);
+      name = meta.parent;
+    }
+    return ids;
+  }
+
+  async prepare(key: string, parent: string | undefined): Promise<string> {
+    const path = this.activePath(key);
+    if (existsSync(path)) throw new Error(`overlay: active snapshot ${key} already exists`);
+    if (parent !== undefined) await this.chain(parent); // fail before creating anything
+    const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+    await mkdir(join(tmp, 'fs'), { recursive: true, mode: 0o755 });
+    await mkdir(join(tmp, 'work'), { mode: 0o700 });
+    await mkdir(join(tmp, 'rootfs'), { mode: 0o755 });
+    const meta: ActiveMeta = parent === undefined ? { key } : { key, parent };
+    await writeFile(join(tmp, 'meta.json'), `${JSON.stringify(meta)}\n`);
+    await rename(tmp, path);
+    try {
+      await this.mount(key, meta);
+    } catch (e) {
+      await removeTree(path);
+      throw e;
+    }
+    this.ctx.log.debug({ key, parent }, 'overlay: prepared');
+    return this.rootfs(key) as string;
+  }
+
+  rootfs(key: string): string | undefined {
+    const meta = this.activeMetaSync(key);
+    if (!meta) return undefined;
+    return join(this.activePath(key), meta.parent === undefined ? 'fs' : 'rootfs');
+  }
+
+  /** Mount the overlay of an active snapshot that has a parent (no-op without one). */
+  private async mount(key: string, meta: ActiveMeta): Promise<void> {
+    if (meta.parent === undefined) return;
+    const id = snapshotId(key);
+    const lowers = (await this.chain(meta.parent)).map((l) => `${l}/fs`);
+    const options = `lowerdir=${lowers.join(':')},upperdir=../active/${id}/fs,workdir=../active/${id}/work,userxattr`;
+    if (Buffer.byteLength(options) > MAX_MOUNT_OPTIONS) throw chainTooLong(meta.parent, lowers.length, MAX_CHAIN);
+    const target = join(this.activePath(key), 'rootfs');
+    const r = await execa('mount', ['-t', 'overlay', 'overlay', '-o', options, target], {
+      cwd: this.snapshotsDir,
+      reject: false,
+    });
+    if (r.exitCode !== 0) {
+      throw new Error(`overlay: mounting ${key} on ${meta.parent} failed: ${r.stderr.trim() || `exit ${r.exitCode}`}`);
+    }
+  }
+
+  async unpackLayer(key: string, layerTar: Readable): Promise<void> {
+    const meta = this.activeMetaSync(key);
+    if (!meta) throw new Error(`overlay: no active snapshot ${key}`);
+    // Changing an upper dir under a mounted overlay is undefined behaviour: unmount,
+    // write the layer straight into the upper dir, mount again.
+    const target = join(this.activePath(key), 'rootfs');
+    await unmount(target);
+    await this.ctx.unpack(layerTar, join(this.activePath(key), 'fs'), { whiteouts: 'overlay' });
+    await this.mount(key, meta);
+  }
+
+  async *diff(key: string): AsyncIterable<Change> {
+    if (!this.activeMetaSync(key)) throw new Error(`overlay: no active snapshot ${key}`);
+    yield* walkUpper(join(this.activePath(key), 'fs'), '');
+  }
+
+  async commit(name: string, key: string): Promise<void> {
+    const meta = this.activeMetaSync(key);
+    if (!meta) throw new Error(`overlay: no active snapshot ${key}`);
+    const active = this.activePath(key);
+    await unmount(join(active, 'rootfs'));
+    const dest = this.committedPath(name);
+    if (existsSync(dest)) {
+      const existing = await this.committedMeta(name);
+      if (!existing) throw new Error(`overlay: ${dest} is not the snapshot ${name} (id collision or damaged meta.json)`);
+      this.ctx.log.debug({ name, key }, 'overlay: already committed, dropping the active snapshot');
+      await removeTree(active);
+      return;
+    }
+    const tmp = `${dest}.tmp-${randomBytes(4).toString('hex')}`;
+    await mkdir(tmp);
+    await rename(join(active, 'fs'), join(tmp, 'fs'));
+    const committed: CommittedMeta = meta.parent === undefined ? { name } : { name, parent: meta.parent };
+    await writeFile(join(tmp, 'meta.json'), `${JSON.stringify(committed)}\n`);
+    await rename(tmp, dest);
+    await removeTree(active);
+    this.ctx.log.debug({ name, key, parent: meta.parent }, 'overlay: committed');
+  }
+
+  async remove(keyOrName: string): Promise<void> {
+    const active = this.activePath(keyOrName);
+    if (this.activeMetaSync(keyOrName)) {
+      await unmount(join(active, 'rootfs'));
+      await removeTree(active);
+      return;
+    }
+    if (!(await this.committedMeta(keyOrName))) return;
+    const child = await this.childOf(keyOrName);
+    if (child) throw snapshotInUse(keyOrName, child);
+    await removeTree(this.committedPath(keyOrName));
+  }
+
+  /** The name of some snapshot (active or committed) whose parent is `name`. */
+  private async childOf(name: string): Promise<string | undefined> {
+    for (const dir of [this.snapshotsDir, this.activeDir]) {
+      for (const id of await readdir(dir).catch(() => [] as string[])) {
+        const text = await readFile(join(dir, id, 'meta.json'), 'utf8').catch(() => undefined);
+        if (!text) continue;
+        const meta = JSON.parse(text) as { name?: string; key?: string; parent?: string };
+        if (meta.parent === name) return meta.name ?? meta.key;
+      }
+    }
+    return undefined;
+  }
+
+  /** A view of committed `name` as active snapshot `key` (writable; discard it with remove). */
+  async view(key: string, name: string): Promise<string> {
+    return this.prepare(key, name);
+  }
+
+  async cleanup(): Promise<void> {
+    const prefix = this.dir + sep;
+    const mounted = (await mountPoints()).filter((p) => p.startsWith(prefix));
+    // Deepest first, so nothing is unmounted from under another mount.
+    mounted.sort((a, b) => b.length - a.length);
+    for (const p of mounted) await unmount(p);
+    for (const id of await readdir(this.activeDir).catch(() => [] as string[])) {
+      await removeTree(join(this.activeDir, id));
+    }
+    for (const id of await readdir(this.snapshotsDir).catch(() => [] as string[])) {
+      if (id.includes('.tmp-')) await removeTree(join(this.snapshotsDir, id));
+    }
+    this.ctx.log.debug({ unmounted: mounted.length }, 'overlay: cleaned up');
+  }
+
+  /** Is the active snapshot `key` mounted now? (For tests and diagnostics.) */
+  async isMounted(key: string): Promise<boolean> {
+    return isMountPoint(join(this.activePath(key), 'rootfs'));
+  }
+}
+
+function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/**
+ * The changes an upper dir records, depth first, each directory's entries in byte order
+ * (so parents come before children): a 0/0 character device (or a file marked
+ * `user.overlay.whiteout`) is a deletion, a directory with `user.overlay.opaque=y`
+ * hides its lower contents.
+ */
+async function* walkUpper(dir: string, rel: string): AsyncGenerator<Change> {
+  const names = (await readdir(dir)).sort(compareNames);
+  for (const n of names) {
+    const source = join(dir, n);
+    const path = rel ? `${rel}/${n}` : n;
+    const st = await lstat(source);
+    if (st.isCharacterDevice() && st.rdev === 0) {
+      yield { kind: 'delete', path };
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      yield { kind: 'add', path, source };
+      continue;
+    }
+    const xattrs = (await listAttributes(source)).filter((x) => x.startsWith('user.overlay.'));
+    for (const x of xattrs) {
+      if (x === 'user.overlay.redirect' || x === 'user.overlay.metacopy') {
+        throw unsupportedOverlayFeature(source, x);
+      }
+    }
+    if (st.isFile() && xattrs.includes('user.overlay.whiteout')) {
+      yield { kind: 'delete', path };
+      continue;
+    }
+    if (st.isDirectory()) {
+      if (xattrs.includes('user.overlay.opaque')) {
+        const v = (await getAttribute(source, 'user.overlay.opaque'))?.toString();
+        if (v === 'y') yield { kind: 'opaque', path };
+      }
+      yield { kind: 'add', path, source };
+      yield* walkUpper(source, path);
+      continue;
+    }
+    yield { kind: 'add', path, source };
+  }
+}
