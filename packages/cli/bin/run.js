@@ -1,5 +1,18 @@
 #!/usr/bin/env node
-import { execute } from '@oclif/core';
 import { normaliseArgv } from '../dist/argv.js';
+import { needsNamespace } from '../dist/early.js';
 
-await execute({ dir: import.meta.url, args: normaliseArgv(process.argv.slice(2)) });
+const args = normaliseArgv(process.argv.slice(2));
+if (needsNamespace(args) && !process.env._STACKER_REEXEC) {
+  // Enter the user namespace first thing: only the re-executed child loads the CLI.
+  const { reexecInUserNamespace } = await import('@stacker/runtime/userns');
+  try {
+    process.exitCode = await reexecInUserNamespace({ argv: process.argv });
+  } catch (e) {
+    process.stderr.write(`error: ${e.message}\n`);
+    process.exitCode = 1;
+  }
+} else {
+  const { execute } = await import('@oclif/core');
+  await execute({ dir: import.meta.url, args });
+}

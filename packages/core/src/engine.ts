@@ -32,6 +32,7 @@ import { DirLock } from './lock.js';
 import type { PluginRegistry } from './registry.js';
 import { computeDiffId } from './diffid.js';
 import { chainIds } from './chain.js';
+import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
 
 export interface BuildSettings {
   stackerDir: string;
@@ -56,6 +57,8 @@ export interface BuildOptions {
   /** Concurrent stanzas (default: number of cores). */
   jobs?: number;
   signal?: AbortSignal;
+  /** Ignore the build cache (`--no-cache`): rebuild every stanza. */
+  noCache?: boolean;
   /** Progress callback for the live view. */
   onEvent?: (e: BuildEvent) => void;
 }
@@ -68,6 +71,9 @@ export interface BuiltStanza {
   /** Committed snapshot name of the image's top layer (undefined for an empty image). */
   snapshot?: string;
   buildOnly: boolean;
+  /** The cache key it was built (or found) under; children built from it use it. */
+  cacheKey: string;
+  cached: boolean;
 }
 
 export interface BuildResult {
@@ -127,6 +133,7 @@ export class Builder {
   private snapshotLocks = new Map<string, Promise<void>>();
   private diffIdCache = new Map<string, Promise<string>>();
   private log: Logger;
+  private cache!: BuildCache;
 
   constructor(private opts: BuildOptions) {
     this.log = opts.log;
@@ -139,6 +146,7 @@ export class Builder {
     const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
     try {
       this.layout = await openOrInitLayout(settings.ociDir);
+      this.cache = await BuildCache.load(settings.stackerDir, this.opts.stackerVersion, this.log);
       const factory = await this.opts.registry.storage(settings.storageType);
       const dctx: DriverContext = {
         rootsDir: settings.rootsDir,
@@ -315,45 +323,48 @@ export class Builder {
     }
     const ctx = this.sourceContext(file, layer);
     const base = await source.resolve(parsed.data, ctx);
-    const topSnapshot = await this.ensureSnapshots(base);
 
     const sde = this.opts.settings.sourceDateEpoch;
-    const created = isoTime(sde);
-    const needsRootfs = layer.run.length > 0 || layer.imports.some((i) => i.dest !== undefined) || layer.generateLabels.length > 0;
-    let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
-    let snapshot = topSnapshot;
-    const labels: Record<string, string> = {};
+    const key = cacheKey({
+      format: CACHE_FORMAT,
+      stacker: this.opts.stackerVersion,
+      stanza: layer.canonical,
+      base: layer.from.type === 'built' ? this.built.get(String(layer.from.tag))?.cacheKey : base.identity,
+      imports: await this.importIdentities(layer),
+      sde: sde ?? null,
+    });
+    let hit: CacheEntry | undefined;
+    if (layer.binds.length > 0) {
+      log.info('rebuilding cached layer due to use of binds in stacker file');
+    } else if (!this.opts.noCache) {
+      hit = this.cache.get(name, key);
+      if (hit?.layer && !(await this.layout.has(hit.layer.digest))) hit = undefined;
+    }
 
-    if (needsRootfs) {
-      const key = `build-${name}-${shortId()}`;
-      const rootfs = await this.driver.prepare(key, topSnapshot);
-      let committed = false;
-      try {
-        const staged = await this.stage(file, layer);
-        await this.copyImportsWithDest(rootfs, staged);
-        if (layer.run.length > 0) {
-          this.event(name, 'running');
-          await this.runSteps(file, layer, rootfs, base, staged, layer.run, 'run');
-        }
-        if (layer.generateLabels.length > 0) {
-          Object.assign(labels, await this.generateLabels(file, layer, rootfs, base, staged));
-        }
-        this.event(name, 'diffing');
-        const changes = await nonEmpty(this.driver.diff(key));
-        if (changes) {
-          this.event(name, 'writing');
-          const written = await putLayer(this.layout, changes, { compression: 'gzip', sourceDateEpoch: sde });
-          newLayer = { descriptor: written.descriptor, diffId: written.diffId };
-          snapshot = chainIds([...base.config.rootfs.diff_ids, written.diffId]).at(-1)!;
-          await this.withSnapshotLock(snapshot, async () => {
-            if (await this.driver.exists(snapshot!)) await this.driver.remove(key);
-            else await this.driver.commit(snapshot!, key);
-          });
-          committed = true;
-        }
-      } finally {
-        if (!committed) await this.driver.remove(key).catch(() => {});
-      }
+    let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
+    let snapshot: string | undefined;
+    let created = isoTime(sde);
+    const labels: Record<string, string> = {};
+    if (hit) {
+      log.info(`found cached layer ${name}`);
+      this.event(name, 'cached');
+      if (hit.layer && hit.diffId) newLayer = { descriptor: hit.layer, diffId: hit.diffId };
+      Object.assign(labels, hit.generatedLabels);
+      created = hit.created;
+      const chain = chainIds([...base.config.rootfs.diff_ids, ...(newLayer ? [newLayer.diffId] : [])]);
+      snapshot = chain.at(-1);
+    } else {
+      const built = await this.buildRootfs(file, layer, base);
+      newLayer = built.layer;
+      snapshot = built.snapshot;
+      Object.assign(labels, built.labels);
+      await this.cache.put(name, {
+        key,
+        layer: newLayer?.descriptor,
+        diffId: newLayer?.diffId,
+        generatedLabels: built.labels,
+        created,
+      });
     }
 
     const config = buildImageConfig(
@@ -392,11 +403,80 @@ export class Builder {
       });
     }
     const image: BaseImage = { manifest, manifestDigest: mdesc.digest, config, identity: mdesc.digest, layers };
-    const result: BuiltStanza = { name, image, snapshot, buildOnly: layer.buildOnly };
+    const result: BuiltStanza = { name, image, snapshot, buildOnly: layer.buildOnly, cacheKey: key, cached: Boolean(hit) };
     this.built.set(name, result);
-    this.event(name, 'done');
-    log.info(`filesystem ${name} built successfully`);
+    if (!hit) {
+      this.event(name, 'done');
+      log.info(`filesystem ${name} built successfully`);
+    }
     return result;
+  }
+
+  /** What the cache key knows of each import: content hashes, not paths or times. */
+  private async importIdentities(layer: Layer): Promise<string[]> {
+    const out: string[] = [];
+    for (const imp of layer.imports) {
+      const m = /^stacker:\/\/([^/]+)(\/.*)$/.exec(imp.path);
+      let id: string;
+      if (m) id = `stacker:${this.built.get(m[1])?.cacheKey}:${m[2]}`;
+      else if (/^https?:\/\//i.test(imp.path)) id = `url:${imp.path}`;
+      else {
+        try {
+          id = await hashLocalPath(imp.path.replace(/^file:\/\//, ''));
+        } catch {
+          id = `missing:${imp.path}`; // staging reports it properly
+        }
+      }
+      out.push(JSON.stringify([id, imp.hash ?? null, imp.dest ?? null, imp.mode ?? null, imp.uid ?? null, imp.gid ?? null]));
+    }
+    return out;
+  }
+
+  /** Build the stanza's filesystem: imports, `run`, `generate_labels`, then its layer. */
+  private async buildRootfs(
+    file: StackerFile,
+    layer: Layer,
+    base: BaseImage,
+  ): Promise<{ layer?: { descriptor: Descriptor; diffId: string }; snapshot?: string; labels: Record<string, string> }> {
+    const name = layer.name;
+    const sde = this.opts.settings.sourceDateEpoch;
+    const topSnapshot = await this.ensureSnapshots(base);
+    const needsRootfs = layer.run.length > 0 || layer.imports.some((i) => i.dest !== undefined) || layer.generateLabels.length > 0;
+    let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
+    let snapshot = topSnapshot;
+    const labels: Record<string, string> = {};
+    if (!needsRootfs) return { snapshot, labels };
+    const key = `build-${name}-${shortId()}`;
+    const rootfs = await this.driver.prepare(key, topSnapshot);
+    let committed = false;
+    try {
+      const staged = await this.stage(file, layer);
+      await this.copyImportsWithDest(rootfs, staged);
+      if (layer.run.length > 0) {
+        this.event(name, 'running');
+        await this.runSteps(file, layer, rootfs, base, staged, layer.run, 'run');
+      }
+      if (layer.generateLabels.length > 0) {
+        Object.assign(labels, await this.generateLabels(file, layer, rootfs, base, staged));
+      }
+      this.event(name, 'diffing');
+      const changes = await nonEmpty(this.driver.diff(key));
+      if (changes) {
+        this.event(name, 'writing');
+        const written = await putLayer(this.layout, changes, { compression: 'gzip', sourceDateEpoch: sde });
+        newLayer = { descriptor: written.descriptor, diffId: written.diffId };
+        const top = chainIds([...base.config.rootfs.diff_ids, written.diffId]).at(-1)!;
+        snapshot = top;
+        await this.withSnapshotLock(top, async () => {
+          if (await this.driver.exists(top)) await this.driver.remove(key);
+          else await this.driver.commit(top, key);
+        });
+        committed = true;
+      }
+    } finally {
+      if (!committed) await this.driver.remove(key).catch(() => {});
+    }
+    return { layer: newLayer, snapshot, labels };
   }
 
   private async stage(file: StackerFile, layer: Layer): Promise<StagedImport[]> {
@@ -418,7 +498,9 @@ export class Builder {
     const b = this.built.get(from);
     if (!b) throw new UserError('stacker-import', `${stanza} imports stacker://${from}${path}, but ${from} was not built`);
     const key = `view-${from}-${shortId()}`;
-    const rootfs = await this.driver.prepare(key, b.snapshot);
+    // a cached stanza may have no snapshot on this machine yet: make it from the blobs
+    const snapshot = await this.ensureSnapshots(b.image);
+    const rootfs = await this.driver.prepare(key, snapshot);
     try {
       const resolved = await resolveInRoot(rootfs, path);
       try {

@@ -1,3 +1,4 @@
+export * from './cache.js';
 export * from './chain.js';
 export * from './dag.js';
 export * from './diffid.js';

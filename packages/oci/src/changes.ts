@@ -77,7 +77,10 @@ export function checkChangeOrder(entries: Iterable<LayerEntry>): void {
     if (previous !== undefined) {
       const order = comparePaths(previous, key);
       if (order === 0) throw badChanges(`${JSON.stringify(key || '/')} appears twice`);
-      if (order > 0) throw badChanges(`${JSON.stringify(key)} comes after ${JSON.stringify(previous)}; sort with sortChanges`);
+      if (order > 0)
+        throw badChanges(
+          `${JSON.stringify(key)} comes after ${JSON.stringify(previous)}; sort with sortChanges`,
+        );
     }
     previous = key;
   }

@@ -51,7 +51,11 @@ beforeAll(async () => {
     rootfs: { type: 'layers', diff_ids: [l1.diffId, l2.diffId] },
     history: [{ created_by: 'layer 1' }, { created_by: 'layer 2' }],
   });
-  const manifest = await layout.putManifest({ schemaVersion: 2, config, layers: [l1.descriptor, l2.descriptor] });
+  const manifest = await layout.putManifest({
+    schemaVersion: 2,
+    config,
+    layers: [l1.descriptor, l2.descriptor],
+  });
   await layout.tag(TAG, manifest);
   manifestDigest = manifest.digest;
   layerDigests = [l1.descriptor.digest, l2.descriptor.digest];
@@ -70,7 +74,10 @@ describe('real clients read our layouts', () => {
     expect(info.Architecture).toBe('amd64');
     expect(info.Env).toEqual(['PATH=/bin']);
     const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci:${oci}:${TAG}`])).stdout);
-    expect(raw.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual([MEDIA_TYPES.layerGzip, MEDIA_TYPES.layerGzip]);
+    expect(raw.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual([
+      MEDIA_TYPES.layerGzip,
+      MEDIA_TYPES.layerGzip,
+    ]);
   });
 
   it('umoci unpack --rootless applies both layers: files, hard link, symlink, whiteouts', async () => {
@@ -83,7 +90,9 @@ describe('real clients read our layouts', () => {
     expect(b.ino).toBe(a.ino);
     expect(await fsp.readlink(join(rootfs, 'etc/link'))).toBe('hosts.txt');
     expect((await fsp.stat(join(rootfs, 'bin/tool'))).mode & 0o7777).toBe(0o4755);
-    expect(await fsp.readFile(join(rootfs, `${LONG_DIR}/a-file-with-a-long-name.txt`), 'utf8')).toBe('deep\n');
+    expect(await fsp.readFile(join(rootfs, `${LONG_DIR}/a-file-with-a-long-name.txt`), 'utf8')).toBe(
+      'deep\n',
+    );
     expect(await fsp.readFile(join(rootfs, 'data/x70000'), 'utf8')).toBe('owned by 70000\n');
     expect((await fsp.stat(join(rootfs, 'data/big'))).size).toBe(300 * 1024);
     // Whiteouts from layer 2 applied onto layer 1.

@@ -22,7 +22,10 @@ export const ERROR_CODES = {
 } as const;
 
 export function badDigest(digest: string): UserError {
-  return new UserError(ERROR_CODES.badDigest, `digest ${JSON.stringify(digest)} is not valid: expected sha256:<64 hex digits>.`);
+  return new UserError(
+    ERROR_CODES.badDigest,
+    `digest ${JSON.stringify(digest)} is not valid: expected sha256:<64 hex digits>.`,
+  );
 }
 
 export function digestMismatch(what: string, expected: string, actual: string): UserError {
@@ -33,7 +36,10 @@ export function digestMismatch(what: string, expected: string, actual: string): 
 }
 
 export function sizeMismatch(what: string, expected: number, actual: number): UserError {
-  return new UserError(ERROR_CODES.sizeMismatch, `${what} has ${actual} bytes but ${expected} were expected.`);
+  return new UserError(
+    ERROR_CODES.sizeMismatch,
+    `${what} has ${actual} bytes but ${expected} were expected.`,
+  );
 }
 
 export function blobMissing(digest: string, dir: string): UserError {
@@ -41,7 +47,10 @@ export function blobMissing(digest: string, dir: string): UserError {
 }
 
 export function notALayout(dir: string, why: string): UserError {
-  return new UserError(ERROR_CODES.notALayout, `${dir} is not an OCI image layout (${why}); create one with OciLayout.init.`);
+  return new UserError(
+    ERROR_CODES.notALayout,
+    `${dir} is not an OCI image layout (${why}); create one with OciLayout.init.`,
+  );
 }
 
 export function badIndex(dir: string, why: string): UserError {
@@ -53,11 +62,17 @@ export function badJson(digest: string, why: string): UserError {
 }
 
 export function tagNotFound(tag: string, dir: string): UserError {
-  return new UserError(ERROR_CODES.tagNotFound, `tag ${JSON.stringify(tag)} is not in the OCI layout ${dir}.`);
+  return new UserError(
+    ERROR_CODES.tagNotFound,
+    `tag ${JSON.stringify(tag)} is not in the OCI layout ${dir}.`,
+  );
 }
 
 export function badTag(tag: string): UserError {
-  return new UserError(ERROR_CODES.badTag, `tag ${JSON.stringify(tag)} is not valid: it must be non-empty and contain no whitespace or control characters.`);
+  return new UserError(
+    ERROR_CODES.badTag,
+    `tag ${JSON.stringify(tag)} is not valid: it must be non-empty and contain no whitespace or control characters.`,
+  );
 }
 
 export function badManifest(digest: string, why: string): UserError {
@@ -77,7 +92,10 @@ export function badChanges(why: string): UserError {
 }
 
 export function fileChanged(path: string): UserError {
-  return new UserError(ERROR_CODES.fileChanged, `${path} changed size while it was being written into a layer; retry when nothing writes to it.`);
+  return new UserError(
+    ERROR_CODES.fileChanged,
+    `${path} changed size while it was being written into a layer; retry when nothing writes to it.`,
+  );
 }
 
 export function chownFailed(path: string, uid: number, gid: number, cause: unknown): UserError {

@@ -1,9 +1,10 @@
 export * from './changes.js';
-export { canonicalJson, digestHex, isDigest, sha256Digest, HashingStream } from './digest.js';
+export { canonicalJson, digestHex, HashingStream, isDigest, sha256Digest } from './digest.js';
 export { ERROR_CODES } from './errors.js';
 export * from './layer-writer.js';
 export * from './layout.js';
 export * from './tar-header.js';
 export * from './tar-reader.js';
 export * from './unpack.js';
+export { walkDirectory } from './walk.js';
 export { capabilityToV2, isLayerXattr, readLayerXattrs } from './xattrs.js';

@@ -1,14 +1,14 @@
-import { open, readlink, lstat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
+import { lstat, open, readlink } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { constants as zlibConstants, createGzip } from 'node:zlib';
-import { MEDIA_TYPES, type Descriptor, type Logger, silentLogger } from '@stacker/plugin-api';
+import { createGzip, constants as zlibConstants } from 'node:zlib';
+import type { BlobStore } from '@stacker/plugin-api';
+import { type Descriptor, type Logger, MEDIA_TYPES, silentLogger } from '@stacker/plugin-api';
 import type { LayerEntry } from './changes.js';
 import { cleanPath, entryTarPath } from './changes.js';
 import { HashingStream } from './digest.js';
-import { fileChanged, badChanges } from './errors.js';
-import type { BlobStore } from '@stacker/plugin-api';
+import { badChanges, fileChanged } from './errors.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor, type TarHeader } from './tar-header.js';
 import { readLayerXattrs } from './xattrs.js';
 
@@ -27,11 +27,17 @@ const READ_CHUNK = 1 << 20;
  * Turn a stream of changes into an uncompressed layer tar, entry by entry in the order
  * received (give them sorted: see sortChanges). File contents are streamed from disk.
  */
-export function writeLayer(entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>, options: WriteLayerOptions = {}): Readable {
+export function writeLayer(
+  entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>,
+  options: WriteLayerOptions = {},
+): Readable {
   return Readable.from(generateLayer(entries, options), { objectMode: false, highWaterMark: READ_CHUNK });
 }
 
-async function* generateLayer(entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>, options: WriteLayerOptions): AsyncGenerator<Buffer> {
+async function* generateLayer(
+  entries: AsyncIterable<LayerEntry> | Iterable<LayerEntry>,
+  options: WriteLayerOptions,
+): AsyncGenerator<Buffer> {
   const log = options.log ?? silentLogger;
   const epoch = options.sourceDateEpoch;
   const clamp = (mtime: number): number => (epoch !== undefined && mtime > epoch ? epoch : mtime);
@@ -40,7 +46,15 @@ async function* generateLayer(entries: AsyncIterable<LayerEntry> | Iterable<Laye
   for await (const entry of entries) {
     if (entry.kind === 'delete' || entry.kind === 'opaque') {
       const name = entryTarPath(entry);
-      yield encodeHeader({ name, type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: clamp(epoch ?? 0) });
+      yield encodeHeader({
+        name,
+        type: 'file',
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: clamp(epoch ?? 0),
+      });
       continue;
     }
     if (entry.kind === 'synthetic') {
@@ -48,7 +62,8 @@ async function* generateLayer(entries: AsyncIterable<LayerEntry> | Iterable<Laye
       const path = cleanPath(h.name);
       if (path === '') continue;
       const content = entry.content ?? Buffer.alloc(0);
-      if (h.type === 'file' && content.length !== h.size) throw badChanges(`synthetic ${path} has ${content.length} bytes of content but size ${h.size}`);
+      if (h.type === 'file' && content.length !== h.size)
+        throw badChanges(`synthetic ${path} has ${content.length} bytes of content but size ${h.size}`);
       const header: TarHeader = {
         ...h,
         name: h.type === 'directory' ? `${path}/` : path,
@@ -92,10 +107,23 @@ async function* generateLayer(entries: AsyncIterable<LayerEntry> | Iterable<Laye
     if (st.isDirectory()) {
       yield encodeHeader({ ...base, name: `${path}/`, type: 'directory', xattrs });
     } else if (st.isSymbolicLink()) {
-      yield encodeHeader({ ...base, name: path, type: 'symlink', linkname: await readlink(entry.source), xattrs });
+      yield encodeHeader({
+        ...base,
+        name: path,
+        type: 'symlink',
+        linkname: await readlink(entry.source),
+        xattrs,
+      });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       const { major, minor } = splitDev(st);
-      yield encodeHeader({ ...base, name: path, type: st.isCharacterDevice() ? 'char' : 'block', devmajor: major, devminor: minor, xattrs });
+      yield encodeHeader({
+        ...base,
+        name: path,
+        type: st.isCharacterDevice() ? 'char' : 'block',
+        devmajor: major,
+        devminor: minor,
+        xattrs,
+      });
     } else if (st.isFIFO()) {
       yield encodeHeader({ ...base, name: path, type: 'fifo', xattrs });
     } else {
@@ -160,7 +188,10 @@ export async function putLayer(
   const compression = options.compression ?? 'gzip';
   const tar = writeLayer(entries, options);
   const diff = new HashingStream();
-  const gzip = compression === 'gzip' ? createGzip({ level: GZIP_LEVEL, memLevel: 8, strategy: zlibConstants.Z_DEFAULT_STRATEGY }) : undefined;
+  const gzip =
+    compression === 'gzip'
+      ? createGzip({ level: GZIP_LEVEL, memLevel: 8, strategy: zlibConstants.Z_DEFAULT_STRATEGY })
+      : undefined;
   const out = gzip ?? diff;
   const piped = (gzip ? pipeline(tar, diff, gzip) : pipeline(tar, diff)).catch((e) => {
     out.destroy(e);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { MEDIA_TYPES, isUserError } from '@stacker/plugin-api';
+import { isUserError, MEDIA_TYPES } from '@stacker/plugin-api';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OciLayout, REF_NAME } from './layout.js';
 import { collect, tempDir } from './test-fixtures.js';
@@ -21,7 +21,11 @@ afterEach(async () => {
 
 async function image(tag: string, layerText: string) {
   const layer = await layout.putStream(Readable.from([Buffer.from(layerText)]), MEDIA_TYPES.layerTar);
-  const config = await layout.putConfig({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.digest] } });
+  const config = await layout.putConfig({
+    architecture: 'amd64',
+    os: 'linux',
+    rootfs: { type: 'layers', diff_ids: [layer.digest] },
+  });
   const manifest = await layout.putManifest({ schemaVersion: 2, config, layers: [layer] });
   await layout.tag(tag, manifest);
   return { layer, config, manifest };
@@ -29,8 +33,13 @@ async function image(tag: string, layerText: string) {
 
 describe('OciLayout', () => {
   it('creates oci-layout, index.json and blobs/sha256, and refuses what is not a layout', async () => {
-    expect(JSON.parse(await fsp.readFile(join(dir, 'oci', 'oci-layout'), 'utf8'))).toEqual({ imageLayoutVersion: '1.0.0' });
-    expect(JSON.parse(await fsp.readFile(join(dir, 'oci', 'index.json'), 'utf8'))).toMatchObject({ schemaVersion: 2, manifests: [] });
+    expect(JSON.parse(await fsp.readFile(join(dir, 'oci', 'oci-layout'), 'utf8'))).toEqual({
+      imageLayoutVersion: '1.0.0',
+    });
+    expect(JSON.parse(await fsp.readFile(join(dir, 'oci', 'index.json'), 'utf8'))).toMatchObject({
+      schemaVersion: 2,
+      manifests: [],
+    });
     expect((await fsp.stat(join(dir, 'oci', 'blobs', 'sha256'))).isDirectory()).toBe(true);
     await expect(OciLayout.open(dir)).rejects.toSatisfy(isUserError);
     await OciLayout.open(join(dir, 'oci'));
@@ -43,12 +52,18 @@ describe('OciLayout', () => {
     expect((await fsp.readFile(layout.path(d.digest))).equals(data)).toBe(true);
     expect(await layout.has(d.digest)).toBe(true);
     // Already present: drained and verified.
-    expect(await layout.putStream(Readable.from([data]), 'x/y', { digest: d.digest, size: data.length })).toEqual(d);
-    await expect(layout.putStream(Readable.from([Buffer.from('nope')]), 'x/y', { digest: d.digest })).rejects.toThrow(
-      /is different than the actual hash/,
+    expect(
+      await layout.putStream(Readable.from([data]), 'x/y', { digest: d.digest, size: data.length }),
+    ).toEqual(d);
+    await expect(
+      layout.putStream(Readable.from([Buffer.from('nope')]), 'x/y', { digest: d.digest }),
+    ).rejects.toThrow(/is different than the actual hash/);
+    await expect(layout.putStream(Readable.from([Buffer.from('abc')]), 'x/y', { size: 4 })).rejects.toThrow(
+      /3 bytes but 4/,
     );
-    await expect(layout.putStream(Readable.from([Buffer.from('abc')]), 'x/y', { size: 4 })).rejects.toThrow(/3 bytes but 4/);
-    await expect(layout.putStream(Readable.from([Buffer.from('abc')]), 'x/y', { digest: 'sha256:xyz' })).rejects.toThrow(/is not valid/);
+    await expect(
+      layout.putStream(Readable.from([Buffer.from('abc')]), 'x/y', { digest: 'sha256:xyz' }),
+    ).rejects.toThrow(/is not valid/);
     // Failed writes leave no temp files behind.
     expect((await fsp.readdir(join(dir, 'oci', 'blobs'))).filter((n) => n !== 'sha256')).toEqual([]);
     expect(await fsp.readdir(join(dir, 'oci', 'blobs', 'sha256'))).toEqual([d.digest.slice(7)]);
@@ -61,13 +76,17 @@ describe('OciLayout', () => {
     expect(d.digest).toBe(sha('layer bytes'));
     expect((await fsp.stat(layout.path(d.digest))).ino).toBe((await fsp.stat(file)).ino);
     await fsp.writeFile(join(dir, 'other'), 'other');
-    await expect(layout.putFile(join(dir, 'other'), MEDIA_TYPES.layerTar, { digest: sha('different') })).rejects.toThrow(/different than/);
+    await expect(
+      layout.putFile(join(dir, 'other'), MEDIA_TYPES.layerTar, { digest: sha('different') }),
+    ).rejects.toThrow(/different than/);
     expect(await layout.has(sha('other'))).toBe(false);
   });
 
   it('writes canonical JSON and reads it back', async () => {
     const d = await layout.putJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: 'x' } }, 'application/json');
-    expect(await fsp.readFile(layout.path(d.digest), 'utf8')).toBe('{"a":{"c":"x","d":[1,{"y":2,"z":1}]},"b":1}');
+    expect(await fsp.readFile(layout.path(d.digest), 'utf8')).toBe(
+      '{"a":{"c":"x","d":[1,{"y":2,"z":1}]},"b":1}',
+    );
     expect(await layout.readJson(d.digest)).toEqual({ a: { c: 'x', d: [1, { y: 2, z: 1 }] }, b: 1 });
     const again = await layout.putJson({ a: { c: 'x', d: [1, { y: 2, z: 1 }] }, b: 1 }, 'application/json');
     expect(again.digest).toBe(d.digest);
@@ -92,7 +111,9 @@ describe('OciLayout', () => {
     expect(read.manifest.mediaType).toBe(MEDIA_TYPES.manifest);
     await layout.tag('app:1.0', b.manifest);
     const index = JSON.parse(await fsp.readFile(join(dir, 'oci', 'index.json'), 'utf8'));
-    expect(index.manifests.map((m: { annotations: Record<string, string> }) => m.annotations[REF_NAME])).toEqual(['app:1.0', 'base_latest']);
+    expect(
+      index.manifests.map((m: { annotations: Record<string, string> }) => m.annotations[REF_NAME]),
+    ).toEqual(['app:1.0', 'base_latest']);
     expect(index.manifests[0].digest).toBe(b.manifest.digest);
     expect(await layout.untag('app:1.0')).toBe(true);
     expect(await layout.untag('app:1.0')).toBe(false);
@@ -133,7 +154,9 @@ describe('OciLayout', () => {
     await fsp.writeFile(fresh, 'in progress');
     await layout.untag('drop');
     const result = await layout.gc();
-    expect(result.removed).toEqual([dropped.layer.digest, dropped.config.digest, dropped.manifest.digest, loose.digest].sort());
+    expect(result.removed).toEqual(
+      [dropped.layer.digest, dropped.config.digest, dropped.manifest.digest, loose.digest].sort(),
+    );
     expect(result.tempFiles).toEqual(['.tmp-1-dead']);
     for (const d of [kept.layer, kept.config, kept.manifest]) expect(await layout.has(d.digest)).toBe(true);
     await expect(fsp.stat(fresh)).resolves.toBeTruthy();

@@ -1,18 +1,23 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createHash } from 'node:crypto';
 import {
-  MEDIA_TYPES,
+  Readable,
+  pipeline as streamPipeline,
+  Transform,
+  type TransformCallback,
+  Writable,
+} from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
   type BlobStore,
   type Descriptor,
   type ImageConfig,
   type ImageManifest,
+  MEDIA_TYPES,
 } from '@stacker/plugin-api';
-import { HashingStream, canonicalJson, digestHex, isDigest } from './digest.js';
+import { canonicalJson, digestHex, HashingStream, isDigest } from './digest.js';
 import {
   badIndex,
   badJson,
@@ -85,7 +90,10 @@ export class OciLayout implements BlobStore {
     }
     const indexFile = join(abs, 'index.json');
     if (!(await exists(indexFile))) {
-      await writeAtomic(indexFile, canonicalJson({ schemaVersion: 2, mediaType: MEDIA_TYPES.index, manifests: [] }));
+      await writeAtomic(
+        indexFile,
+        canonicalJson({ schemaVersion: 2, mediaType: MEDIA_TYPES.index, manifests: [] }),
+      );
     }
     return OciLayout.open(abs);
   }
@@ -97,7 +105,10 @@ export class OciLayout implements BlobStore {
     try {
       text = await fsp.readFile(join(abs, 'oci-layout'), 'utf8');
     } catch (e) {
-      throw notALayout(abs, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no oci-layout file' : String(e));
+      throw notALayout(
+        abs,
+        (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no oci-layout file' : String(e),
+      );
     }
     let parsed: unknown;
     try {
@@ -153,7 +164,11 @@ export class OciLayout implements BlobStore {
     return { mediaType, digest: hasher.digest(), size: hasher.size };
   }
 
-  async putFile(path: string, mediaType: string, expected: { digest?: string; size?: number } = {}): Promise<Descriptor> {
+  async putFile(
+    path: string,
+    mediaType: string,
+    expected: { digest?: string; size?: number } = {},
+  ): Promise<Descriptor> {
     if (expected.digest !== undefined) digestHex(expected.digest);
     if (expected.digest && (await this.has(expected.digest))) {
       return this.putStream(createReadStream(path), mediaType, expected);
@@ -167,7 +182,13 @@ export class OciLayout implements BlobStore {
         await fsp.link(path, tmp);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EXDEV' || code === 'EPERM' || code === 'EMLINK' || code === 'ENOTSUP' || code === 'EACCES') {
+        if (
+          code === 'EXDEV' ||
+          code === 'EPERM' ||
+          code === 'EMLINK' ||
+          code === 'ENOTSUP' ||
+          code === 'EACCES'
+        ) {
           return await this.putStream(createReadStream(path), mediaType, expected);
         }
         throw e;
@@ -192,7 +213,10 @@ export class OciLayout implements BlobStore {
   }
 
   async putManifest(manifest: ImageManifest, mediaType: string = MEDIA_TYPES.manifest): Promise<Descriptor> {
-    const value = manifest.mediaType === undefined && mediaType === MEDIA_TYPES.manifest ? { ...manifest, mediaType } : manifest;
+    const value =
+      manifest.mediaType === undefined && mediaType === MEDIA_TYPES.manifest
+        ? { ...manifest, mediaType }
+        : manifest;
     return this.putJson(value, mediaType);
   }
 
@@ -217,9 +241,8 @@ export class OciLayout implements BlobStore {
         cb(actual === digest ? null : digestMismatch(`blob ${digest}`, digest, actual));
       },
     });
-    const source = handle.createReadStream();
-    source.on('error', (e) => verifier.destroy(e));
-    return source.pipe(verifier);
+    // pipeline (not pipe) so that a reader giving up early also closes the file.
+    return streamPipeline(handle.createReadStream(), verifier, () => {});
   }
 
   async readJson<T>(digest: string): Promise<T> {
@@ -239,7 +262,10 @@ export class OciLayout implements BlobStore {
     try {
       text = await fsp.readFile(join(this.dir, 'index.json'), 'utf8');
     } catch (e) {
-      throw notALayout(this.dir, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no index.json' : String(e));
+      throw notALayout(
+        this.dir,
+        (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no index.json' : String(e),
+      );
     }
     let index: ImageIndex;
     try {
@@ -251,7 +277,8 @@ export class OciLayout implements BlobStore {
       throw badIndex(this.dir, 'it has no manifests list');
     }
     for (const d of index.manifests) {
-      if (!d || !isDigest(d.digest) || typeof d.size !== 'number') throw badIndex(this.dir, 'a descriptor has no valid digest or size');
+      if (!d || !isDigest(d.digest) || typeof d.size !== 'number')
+        throw badIndex(this.dir, 'a descriptor has no valid digest or size');
     }
     return index;
   }
@@ -324,13 +351,25 @@ export class OciLayout implements BlobStore {
       const index = await this.readJson<ImageIndex>(target.digest);
       const list = Array.isArray(index?.manifests) ? index.manifests : [];
       const pick = platform
-        ? list.find((d) => d.platform?.os === platform.os && d.platform?.architecture === platform.architecture)
+        ? list.find(
+            (d) => d.platform?.os === platform.os && d.platform?.architecture === platform.architecture,
+          )
         : list[0];
-      if (!pick) throw badManifest(target.digest, platform ? `no entry for ${platform.os}/${platform.architecture}` : 'the index is empty');
+      if (!pick)
+        throw badManifest(
+          target.digest,
+          platform ? `no entry for ${platform.os}/${platform.architecture}` : 'the index is empty',
+        );
       target = pick;
     }
     const manifest = await this.readJson<ImageManifest>(target.digest);
-    if (!manifest || typeof manifest !== 'object' || !manifest.config || !isDigest(manifest.config.digest) || !Array.isArray(manifest.layers)) {
+    if (
+      !manifest ||
+      typeof manifest !== 'object' ||
+      !manifest.config ||
+      !isDigest(manifest.config.digest) ||
+      !Array.isArray(manifest.layers)
+    ) {
       throw badManifest(target.digest, 'it has no config or layers');
     }
     const config = await this.readJson<ImageConfig>(manifest.config.digest);
@@ -395,12 +434,20 @@ export class OciLayout implements BlobStore {
         return;
       }
       if (size !== d.size) {
-        problems.push({ digest: d.digest, problem: 'size', message: `blob ${d.digest} has ${size} bytes, descriptor says ${d.size}` });
+        problems.push({
+          digest: d.digest,
+          problem: 'size',
+          message: `blob ${d.digest} has ${size} bytes, descriptor says ${d.size}`,
+        });
       }
       const hasher = new HashingStream();
       await pipeline(createReadStream(path), hasher, sink());
       if (hasher.digest() !== d.digest) {
-        problems.push({ digest: d.digest, problem: 'digest', message: `blob ${d.digest} hashes to ${hasher.digest()}` });
+        problems.push({
+          digest: d.digest,
+          problem: 'digest',
+          message: `blob ${d.digest} hashes to ${hasher.digest()}`,
+        });
         return;
       }
       if (isIndexType(d.mediaType) || isManifestType(d.mediaType)) {
@@ -408,12 +455,20 @@ export class OciLayout implements BlobStore {
         try {
           value = JSON.parse(await fsp.readFile(path, 'utf8'));
         } catch (e) {
-          problems.push({ digest: d.digest, problem: 'json', message: `blob ${d.digest} is not JSON: ${(e as Error).message}` });
+          problems.push({
+            digest: d.digest,
+            problem: 'json',
+            message: `blob ${d.digest} is not JSON: ${(e as Error).message}`,
+          });
           return;
         }
         for (const child of children(value)) {
           if (!isDigest(child.digest)) {
-            problems.push({ digest: d.digest, problem: 'json', message: `blob ${d.digest} names an invalid digest` });
+            problems.push({
+              digest: d.digest,
+              problem: 'json',
+              message: `blob ${d.digest} names an invalid digest`,
+            });
           } else await visit(child);
         }
       }
@@ -472,13 +527,15 @@ function sink(): Writable {
 }
 
 function verify(what: string, expected: { digest?: string; size?: number }, hasher: HashingStream): void {
-  if (expected.size !== undefined && expected.size !== hasher.size) throw sizeMismatch(what, expected.size, hasher.size);
-  if (expected.digest !== undefined && expected.digest !== hasher.digest()) throw digestMismatch(what, expected.digest, hasher.digest());
+  if (expected.size !== undefined && expected.size !== hasher.size)
+    throw sizeMismatch(what, expected.size, hasher.size);
+  if (expected.digest !== undefined && expected.digest !== hasher.digest())
+    throw digestMismatch(what, expected.digest, hasher.digest());
 }
 
 function checkTag(name: string): void {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we reject
-  if (typeof name !== 'string' || name.length === 0 || /[\s\x00-\x1f\x7f]/.test(name)) throw badTag(String(name));
+  if (typeof name !== 'string' || name.length === 0 || /[\s\x00-\x1f\x7f]/.test(name))
+    throw badTag(String(name));
 }
 
 function isIndexType(mediaType: string | undefined): boolean {
@@ -489,7 +546,12 @@ function isManifestType(mediaType: string | undefined): boolean {
   return mediaType === MEDIA_TYPES.manifest || mediaType === MEDIA_TYPES.dockerManifest;
 }
 
-function children(value: { manifests?: unknown; config?: unknown; layers?: unknown; subject?: unknown }): Descriptor[] {
+function children(value: {
+  manifests?: unknown;
+  config?: unknown;
+  layers?: unknown;
+  subject?: unknown;
+}): Descriptor[] {
   const out: Descriptor[] = [];
   if (!value || typeof value !== 'object') return out;
   if (Array.isArray(value.manifests)) out.push(...(value.manifests as Descriptor[]));

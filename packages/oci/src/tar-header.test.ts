@@ -1,8 +1,8 @@
-import { Readable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { END_OF_ARCHIVE, decodeHeader, encodeHeader, type TarHeader } from './tar-header.js';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { decodeHeader, END_OF_ARCHIVE, encodeHeader, type TarHeader } from './tar-header.js';
 import { readTar } from './tar-reader.js';
 import { BINARY_XATTR, run, tempDir } from './test-fixtures.js';
 
@@ -20,7 +20,15 @@ const base: TarHeader = { name: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, 
 
 describe('tar headers', () => {
   it('writes a plain ustar header with octal fields, empty uname/gname and a valid checksum', () => {
-    const block = encodeHeader({ ...base, name: 'etc/passwd', mode: 0o4755, uid: 1000, gid: 100, size: 5, mtime: 0o1234567 });
+    const block = encodeHeader({
+      ...base,
+      name: 'etc/passwd',
+      mode: 0o4755,
+      uid: 1000,
+      gid: 100,
+      size: 5,
+      mtime: 0o1234567,
+    });
     expect(block.length).toBe(512);
     expect(block.toString('latin1', 0, 10)).toBe('etc/passwd');
     expect(block.toString('latin1', 100, 108)).toBe('0004755\0');
@@ -28,7 +36,15 @@ describe('tar headers', () => {
     expect(block.toString('latin1', 257, 265)).toBe('ustar\u000000');
     expect(block.subarray(265, 329).every((b) => b === 0)).toBe(true);
     const raw = decodeHeader(block);
-    expect(raw).toMatchObject({ name: 'etc/passwd', mode: 0o4755, uid: 1000, gid: 100, size: 5, mtime: 0o1234567, typeflag: '0' });
+    expect(raw).toMatchObject({
+      name: 'etc/passwd',
+      mode: 0o4755,
+      uid: 1000,
+      gid: 100,
+      size: 5,
+      mtime: 0o1234567,
+      typeflag: '0',
+    });
   });
 
   it('rejects a header whose checksum is wrong', () => {
@@ -76,7 +92,9 @@ describe('tar headers', () => {
     expect(bodies[0]).toBe('abc');
     expect(seen[1]).toMatchObject({ uid: 3_000_000, gid: 4_000_000 });
     expect(seen[2].xattrs?.get('user.bin')?.equals(BINARY_XATTR)).toBe(true);
-    expect(seen[2].xattrs?.get('security.capability')?.toString('hex')).toBe('0100000200040000000000000000000000000000');
+    expect(seen[2].xattrs?.get('security.capability')?.toString('hex')).toBe(
+      '0100000200040000000000000000000000000000',
+    );
 
     const dir = await tempDir();
     await fsp.writeFile(join(dir, 'a.tar'), buf);
@@ -92,10 +110,12 @@ describe('tar headers', () => {
       { h: { ...base, name: 'b', size: 1 }, content: Buffer.from('z') },
     ]);
     const names: string[] = [];
-    for await (const e of readTar(Readable.from([buf.subarray(0, 100), buf.subarray(100)]))) names.push(e.header.name);
+    for await (const e of readTar(Readable.from([buf.subarray(0, 100), buf.subarray(100)])))
+      names.push(e.header.name);
     expect(names).toEqual(['a', 'b']);
     const truncated = async () => {
-      for await (const e of readTar(Readable.from([buf.subarray(0, 900)]))) for await (const _ of e.body) void _;
+      for await (const e of readTar(Readable.from([buf.subarray(0, 900)])))
+        for await (const _ of e.body) void _;
     };
     await expect(truncated()).rejects.toThrow(/ends inside a file/);
   });

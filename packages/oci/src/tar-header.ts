@@ -78,7 +78,8 @@ export function encodeHeader(h: TarHeader): Buffer {
   const gidField = numeric('gid', h.gid, 8);
   const mtimeField = numeric('mtime', Math.floor(h.mtime), 12);
   if (h.xattrs) {
-    for (const key of [...h.xattrs.keys()].sort()) pax.push([XATTR_PREFIX + key, h.xattrs.get(key) as Buffer]);
+    for (const key of [...h.xattrs.keys()].sort())
+      pax.push([XATTR_PREFIX + key, h.xattrs.get(key) as Buffer]);
   }
 
   const block = Buffer.alloc(BLOCK);
@@ -134,7 +135,8 @@ export function decodePaxRecords(buf: Buffer): Map<string, Buffer> {
     const space = buf.indexOf(0x20, pos);
     if (space < 0) throw badTar('a PAX record has no length');
     const len = Number.parseInt(buf.toString('latin1', pos, space), 10);
-    if (!Number.isInteger(len) || len <= space - pos || pos + len > buf.length) throw badTar('a PAX record has a bad length');
+    if (!Number.isInteger(len) || len <= space - pos || pos + len > buf.length)
+      throw badTar('a PAX record has a bad length');
     const record = buf.subarray(space + 1, pos + len);
     if (record[record.length - 1] !== 0x0a) throw badTar('a PAX record does not end with a newline');
     const eq = record.indexOf(0x3d);
@@ -224,7 +226,10 @@ function parseNumeric(field: Buffer): number {
     }
     return negative ? -(value + 1) : value;
   }
-  const text = field.toString('latin1').replace(/[\0 ]+$/, '').replace(/^[\0 ]+/, '');
+  const text = field
+    .toString('latin1')
+    .replace(/[\0 ]+$/, '')
+    .replace(/^[\0 ]+/, '');
   if (text === '') return 0;
   if (!/^[0-7]+$/.test(text)) throw badTar(`a numeric header field holds ${JSON.stringify(text)}`);
   return Number.parseInt(text, 8);

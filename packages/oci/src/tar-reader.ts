@@ -2,13 +2,13 @@ import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { badTar } from './errors.js';
 import {
-  TAR_BLOCK,
   decodeHeader,
   decodePaxRecords,
-  paddingFor,
-  xattrsFromPax,
   type EntryType,
+  paddingFor,
+  TAR_BLOCK,
   type TarHeader,
+  xattrsFromPax,
 } from './tar-header.js';
 
 export interface TarEntry {
@@ -78,9 +78,13 @@ class ByteReader {
 }
 
 /** The stream as raw tar: gunzipped first when it starts with the gzip magic. */
-export async function* decompressIfGzip(stream: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Buffer> {
+export async function* decompressIfGzip(
+  stream: AsyncIterable<Buffer> | Iterable<Buffer>,
+): AsyncGenerator<Buffer> {
   const it: AsyncIterator<Buffer> | Iterator<Buffer> =
-    Symbol.asyncIterator in stream ? stream[Symbol.asyncIterator]() : (stream as Iterable<Buffer>)[Symbol.iterator]();
+    Symbol.asyncIterator in stream
+      ? stream[Symbol.asyncIterator]()
+      : (stream as Iterable<Buffer>)[Symbol.iterator]();
   const first: Buffer[] = [];
   let size = 0;
   let done = false;
@@ -130,8 +134,12 @@ export async function* decompressIfGzip(stream: AsyncIterable<Buffer> | Iterable
  * Read a tar (plain or gzip) entry by entry. PAX headers (including binary
  * `SCHILY.xattr.*` values) and GNU long names are folded into the entries they describe.
  */
-export async function* readTar(stream: Readable | AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<TarEntry> {
-  const reader = new ByteReader(decompressIfGzip(stream as AsyncIterable<Buffer> | Iterable<Buffer>)[Symbol.asyncIterator]());
+export async function* readTar(
+  stream: Readable | AsyncIterable<Buffer> | Iterable<Buffer>,
+): AsyncGenerator<TarEntry> {
+  const reader = new ByteReader(
+    decompressIfGzip(stream as AsyncIterable<Buffer> | Iterable<Buffer>)[Symbol.asyncIterator](),
+  );
   let global = new Map<string, Buffer>();
   let pax: Map<string, Buffer> | undefined;
   let longName: string | undefined;

@@ -10,6 +10,11 @@ import { sortChanges } from './changes.js';
 
 export const run = promisify(execFile);
 export const isRoot = process.getuid?.() === 0;
+/** Owner of the fixture files as seen by the tests: root inside the namespace is us outside. */
+export const fixtureUid = isRoot ? 0 : (process.getuid?.() ?? 0);
+export const fixtureGid = isRoot ? 0 : (process.getgid?.() ?? 0);
+/** Setting arbitrary owners on unpack needs root (of a user namespace with those ids mapped). */
+export const canChown = isRoot;
 
 export async function tempDir(prefix = 'oci-test-'): Promise<string> {
   return fsp.mkdtemp(join(tmpdir(), prefix));
@@ -91,7 +96,10 @@ export async function makeFixture(root: string): Promise<Fixture> {
 }
 
 /** `add` changes for every path below `root`, in layer order. */
-export async function walkChanges(root: string, skip: (rel: string) => boolean = () => false): Promise<Change[]> {
+export async function walkChanges(
+  root: string,
+  skip: (rel: string) => boolean = () => false,
+): Promise<Change[]> {
   const out: Change[] = [];
   const walk = async (rel: string): Promise<void> => {
     for (const name of await fsp.readdir(join(root, rel))) {

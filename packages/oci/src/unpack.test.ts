@@ -3,11 +3,15 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { getAttribute } from '@napi-rs/xattr';
-import { isUserError } from '@stacker/plugin-api';
+import { type DriverContext, isUserError } from '@stacker/plugin-api';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { END_OF_ARCHIVE, type TarHeader, encodeHeader, paddingFor } from './tar-header.js';
+import { END_OF_ARCHIVE, encodeHeader, paddingFor, type TarHeader } from './tar-header.js';
+import { canChown, tempDir } from './test-fixtures.js';
 import { unpackLayer } from './unpack.js';
-import { tempDir } from './test-fixtures.js';
+
+// unpackLayer is what core hands storage drivers as DriverContext.unpack.
+const asDriverUnpack: DriverContext['unpack'] = unpackLayer;
+void asDriverUnpack;
 
 type Spec = Partial<TarHeader> & { name: string; content?: string };
 
@@ -18,7 +22,15 @@ function tar(...specs: Spec[]): Readable {
     const content = Buffer.from(s.content ?? '');
     const type = s.type ?? (s.name.endsWith('/') ? 'directory' : 'file');
     parts.push(
-      encodeHeader({ mode: type === 'directory' ? 0o755 : 0o644, uid: 0, gid: 0, mtime: 1_000_000, ...s, type, size: content.length }),
+      encodeHeader({
+        mode: type === 'directory' ? 0o755 : 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1_000_000,
+        ...s,
+        type,
+        size: content.length,
+      }),
     );
     if (content.length) parts.push(content, Buffer.alloc(paddingFor(content.length)));
   }
@@ -49,10 +61,12 @@ const exists = (p: string) =>
 
 describe('unpackLayer: staying inside the root', () => {
   it('refuses names with ".." components', async () => {
-    await expect(unpackLayer(tar({ name: '../outside/x', content: 'pwned' }), root, { whiteouts: 'delete' })).rejects.toSatisfy(
-      (e: unknown) => isUserError(e) && /"\.\." component/.test((e as Error).message),
-    );
-    await expect(unpackLayer(tar({ name: 'a/../../outside/y', content: 'pwned' }), root, { whiteouts: 'delete' })).rejects.toThrow(/\.\./);
+    await expect(
+      unpackLayer(tar({ name: '../outside/x', content: 'pwned' }), root, { whiteouts: 'delete' }),
+    ).rejects.toSatisfy((e: unknown) => isUserError(e) && /"\.\." component/.test((e as Error).message));
+    await expect(
+      unpackLayer(tar({ name: 'a/../../outside/y', content: 'pwned' }), root, { whiteouts: 'delete' }),
+    ).rejects.toThrow(/\.\./);
     expect(await exists(join(outside, 'x'))).toBe(false);
     expect(await exists(join(outside, 'y'))).toBe(false);
   });
@@ -82,7 +96,10 @@ describe('unpackLayer: staying inside the root', () => {
 
   it('replaces a symlink entry rather than writing through it', async () => {
     await unpackLayer(
-      tar({ name: 'link', type: 'symlink', linkname: join(outside, 'secret') }, { name: 'link', content: 'replaced' }),
+      tar(
+        { name: 'link', type: 'symlink', linkname: join(outside, 'secret') },
+        { name: 'link', content: 'replaced' },
+      ),
       root,
       { whiteouts: 'delete' },
     );
@@ -92,16 +109,27 @@ describe('unpackLayer: staying inside the root', () => {
   });
 
   it('refuses hard links that leave the root or name nothing unpacked', async () => {
-    await expect(unpackLayer(tar({ name: 'hl', type: 'hardlink', linkname: '../outside/secret' }), root, { whiteouts: 'delete' })).rejects.toThrow(
-      /\.\./,
-    );
     await expect(
-      unpackLayer(tar({ name: 'hl', type: 'hardlink', linkname: join(outside, 'secret') }), root, { whiteouts: 'delete' }),
-    ).rejects.toThrow(/not a file unpacked so far/);
-    await expect(
-      unpackLayer(tar({ name: 'sl', type: 'symlink', linkname: outside }, { name: 'hl', type: 'hardlink', linkname: 'sl/secret' }), root, {
+      unpackLayer(tar({ name: 'hl', type: 'hardlink', linkname: '../outside/secret' }), root, {
         whiteouts: 'delete',
       }),
+    ).rejects.toThrow(/\.\./);
+    await expect(
+      unpackLayer(tar({ name: 'hl', type: 'hardlink', linkname: join(outside, 'secret') }), root, {
+        whiteouts: 'delete',
+      }),
+    ).rejects.toThrow(/not a file unpacked so far/);
+    await expect(
+      unpackLayer(
+        tar(
+          { name: 'sl', type: 'symlink', linkname: outside },
+          { name: 'hl', type: 'hardlink', linkname: 'sl/secret' },
+        ),
+        root,
+        {
+          whiteouts: 'delete',
+        },
+      ),
     ).rejects.toThrow(/not a file unpacked so far/);
     expect((await fsp.stat(join(outside, 'secret'))).nlink).toBe(1);
   });
@@ -110,12 +138,25 @@ describe('unpackLayer: staying inside the root', () => {
 describe('unpackLayer: layers on layers', () => {
   it('applies whiteouts and opaque directories, sparing what the same layer wrote', async () => {
     await unpackLayer(
-      tar({ name: 'a/' }, { name: 'a/x', content: 'x' }, { name: 'a/sub/y', content: 'y' }, { name: 'b/' }, { name: 'b/z', content: 'z' }, { name: 'keep' }),
+      tar(
+        { name: 'a/' },
+        { name: 'a/x', content: 'x' },
+        { name: 'a/sub/y', content: 'y' },
+        { name: 'b/' },
+        { name: 'b/z', content: 'z' },
+        { name: 'keep' },
+      ),
       root,
       { whiteouts: 'delete' },
     );
     await unpackLayer(
-      tar({ name: 'a/' }, { name: 'a/+early', content: 'same layer' }, { name: 'a/.wh..wh..opq' }, { name: 'a/new', content: 'n' }, { name: '.wh.b' }),
+      tar(
+        { name: 'a/' },
+        { name: 'a/+early', content: 'same layer' },
+        { name: 'a/.wh..wh..opq' },
+        { name: 'a/new', content: 'n' },
+        { name: '.wh.b' },
+      ),
       root,
       { whiteouts: 'delete' },
     );
@@ -125,7 +166,9 @@ describe('unpackLayer: layers on layers', () => {
   });
 
   it('records whiteouts the overlayfs way in overlay mode', async () => {
-    await unpackLayer(tar({ name: 'a/' }, { name: 'a/.wh..wh..opq' }, { name: '.wh.gone' }), root, { whiteouts: 'overlay' });
+    await unpackLayer(tar({ name: 'a/' }, { name: 'a/.wh..wh..opq' }, { name: '.wh.gone' }), root, {
+      whiteouts: 'overlay',
+    });
     const st = await fsp.lstat(join(root, 'gone'));
     expect(st.isCharacterDevice()).toBe(true);
     expect(st.rdev).toBe(0);
@@ -134,12 +177,24 @@ describe('unpackLayer: layers on layers', () => {
 
   it('replaces entries of another type and lets later duplicates win', async () => {
     await unpackLayer(
-      tar({ name: 'p/' }, { name: 'p/child', content: 'c' }, { name: 'q', content: 'file' }, { name: 'a', content: 'A' }, { name: 'b', type: 'hardlink', linkname: 'a' }),
+      tar(
+        { name: 'p/' },
+        { name: 'p/child', content: 'c' },
+        { name: 'q', content: 'file' },
+        { name: 'a', content: 'A' },
+        { name: 'b', type: 'hardlink', linkname: 'a' },
+      ),
       root,
       { whiteouts: 'delete' },
     );
     await unpackLayer(
-      tar({ name: 'p', content: 'now a file' }, { name: 'q/' }, { name: 'q/in', content: 'i' }, { name: 'b', content: 'first' }, { name: 'b', content: 'second' }),
+      tar(
+        { name: 'p', content: 'now a file' },
+        { name: 'q/' },
+        { name: 'q/in', content: 'i' },
+        { name: 'b', content: 'first' },
+        { name: 'b', content: 'second' },
+      ),
       root,
       { whiteouts: 'delete' },
     );
@@ -161,11 +216,14 @@ describe('unpackLayer: layers on layers', () => {
     const gz = gzipSync(Buffer.concat(await plain.toArray()));
     await unpackLayer(Readable.from([gz]), root, { whiteouts: 'delete' });
     const d = await fsp.stat(join(root, 'd'));
-    expect([d.mode & 0o7777, d.uid, d.gid, d.mtimeMs]).toEqual([0o2750, 70000, 70001, 12_345_000]);
+    const me = process.getuid?.() ?? 0;
+    const id = (n: number) => (canChown ? n : me); // owners are only set with privilege
+    expect([d.mode & 0o7777, d.uid, d.mtimeMs]).toEqual([0o2750, id(70000), 12_345_000]);
+    if (canChown) expect(d.gid).toBe(70001);
     const f = await fsp.stat(join(root, 'd/f'));
-    expect([f.mode & 0o7777, f.uid, f.mtimeMs]).toEqual([0o4711, 70000, 777_000]);
+    expect([f.mode & 0o7777, f.uid, f.mtimeMs]).toEqual([0o4711, id(70000), 777_000]);
     const l = await fsp.lstat(join(root, 'd/l'));
-    expect([l.isSymbolicLink(), l.uid, l.mtimeMs]).toEqual([true, 70000, 888_000]);
+    expect([l.isSymbolicLink(), l.uid, l.mtimeMs]).toEqual([true, id(70000), 888_000]);
     expect((await fsp.lstat(join(root, 'd/fifo'))).isFIFO()).toBe(true);
     expect(await exists(join(root, 'd/null'))).toBe(false);
     const r = await fsp.stat(root);
@@ -175,6 +233,8 @@ describe('unpackLayer: layers on layers', () => {
   it('reports a corrupt tar as a user error', async () => {
     const bad = Buffer.concat(await tar({ name: 'x', content: 'abc' }).toArray());
     bad[10] ^= 0xff;
-    await expect(unpackLayer(Readable.from([bad]), root, { whiteouts: 'delete' })).rejects.toSatisfy(isUserError);
+    await expect(unpackLayer(Readable.from([bad]), root, { whiteouts: 'delete' })).rejects.toSatisfy(
+      isUserError,
+    );
   });
 });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { setAttribute } from '@napi-rs/xattr';
-import { type Logger, type UnpackOptions, silentLogger } from '@stacker/plugin-api';
+import { type Logger, silentLogger, type UnpackOptions } from '@stacker/plugin-api';
 import { badTar, chownFailed, unsafePath } from './errors.js';
 import type { TarHeader } from './tar-header.js';
 import { readTar } from './tar-reader.js';
@@ -27,7 +27,11 @@ export interface UnpackLayerOptions extends UnpackOptions {
  * outside `destDir`: names with `..` are refused, leading slashes are dropped, and
  * symlinks met on the way are resolved as if `destDir` were `/`.
  */
-export async function unpackLayer(layerTar: Readable | AsyncIterable<Buffer>, destDir: string, options: UnpackLayerOptions): Promise<void> {
+export async function unpackLayer(
+  layerTar: Readable | AsyncIterable<Buffer>,
+  destDir: string,
+  options: UnpackLayerOptions,
+): Promise<void> {
   await fsp.mkdir(destDir, { recursive: true });
   const root = await fsp.realpath(destDir);
   const unpacker = new Unpacker(root, options);
@@ -123,7 +127,8 @@ class Unpacker {
       return;
     }
     const victim = base.slice(WHITEOUT.length);
-    if (victim === '' || victim === '.' || victim === '..') throw unsafePath(name, 'a whiteout must name an entry');
+    if (victim === '' || victim === '.' || victim === '..')
+      throw unsafePath(name, 'a whiteout must name an entry');
     const target = join(parent, victim);
     if (overlay) {
       await fsp.rm(target, { recursive: true, force: true });
@@ -150,7 +155,9 @@ class Unpacker {
     const target = parent === undefined ? undefined : join(parent, parts[parts.length - 1]);
     const st = target === undefined ? null : await lstatOrNull(target);
     if (!st || st.isDirectory()) {
-      throw badTar(`hard link ${JSON.stringify(header.name)} points at ${JSON.stringify(header.linkname)}, which is not a file unpacked so far`);
+      throw badTar(
+        `hard link ${JSON.stringify(header.name)} points at ${JSON.stringify(header.linkname)}, which is not a file unpacked so far`,
+      );
     }
     return target as string;
   }
@@ -175,8 +182,9 @@ class Unpacker {
       const st = await lstatOrNull(path);
       if (st?.isDirectory()) {
         stack.push(part);
-      } else if (st?.isSymbolicLink() && false) {
-        if (++links > MAX_SYMLINKS) throw unsafePath(name, 'too many levels of symbolic links in its parents');
+      } else if (st?.isSymbolicLink()) {
+        if (++links > MAX_SYMLINKS)
+          throw unsafePath(name, 'too many levels of symbolic links in its parents');
         const target = await fsp.readlink(path);
         if (target.startsWith('/')) stack = [];
         queue.unshift(...target.split('/'));
@@ -203,7 +211,8 @@ class Unpacker {
       }
     }
     if (!isSymlink) await fsp.chmod(path, header.mode & 0o7777);
-    if (header.xattrs) for (const [key, value] of header.xattrs) await this.setXattr(path, key, value, isSymlink);
+    if (header.xattrs)
+      for (const [key, value] of header.xattrs) await this.setXattr(path, key, value, isSymlink);
     if (header.type === 'directory') this.dirTimes.set(path, header.mtime);
     else await fsp.lutimes(path, header.mtime, header.mtime);
   }
@@ -216,7 +225,10 @@ class Unpacker {
       if (isSymlink && key.startsWith('user.')) return;
       if (!this.warned.has(key)) {
         this.warned.add(key);
-        this.log.warn({ path, xattr: key, err: String((e as Error).message) }, 'extended attribute could not be set; skipped');
+        this.log.warn(
+          { path, xattr: key, err: String((e as Error).message) },
+          'extended attribute could not be set; skipped',
+        );
       }
     }
   }

@@ -18,7 +18,7 @@ export function isLayerXattr(name: string): boolean {
  * an image must carry the namespace-free v2 form instead, so drop the rootid.
  */
 export function capabilityToV2(value: Buffer): Buffer {
-  return value;
+  if (value.length !== XATTR_CAPS_SZ_3) return value;
   const magic = value.readUInt32LE(0);
   if ((magic & VFS_CAP_REVISION_MASK) >>> 0 !== VFS_CAP_REVISION_3) return value;
   const out = Buffer.alloc(XATTR_CAPS_SZ_2);

@@ -2,13 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import {
-  currentUser,
-  idmapHelperPrivileged,
-  reexecMode,
-  subidRange,
-  unshareFlags,
-} from './userns.js';
+import { currentUser, idmapHelperPrivileged, reexecMode, subidRange, unshareFlags } from './userns.js';
 import { which } from './which.js';
 
 /** One line of `stacker check`. */
@@ -43,12 +37,18 @@ export async function checkHost(opts: CheckHostOptions = {}): Promise<CheckItem[
     const file = kind === 'uid' ? '/etc/subuid' : '/etc/subgid';
     const range = subidRange(me.name, kind);
     if (mode === 'mountns') {
-      items.push({ name: `sub${kind} range`, ok: true, detail: `not needed: running as root${range ? ` (${me.name}:${range.start}:${range.count})` : ''}` });
+      items.push({
+        name: `sub${kind} range`,
+        ok: true,
+        detail: `not needed: running as root${range ? ` (${me.name}:${range.start}:${range.count})` : ''}`,
+      });
     } else {
       items.push({
         name: `sub${kind} range`,
         ok: range !== undefined,
-        detail: range ? `${me.name}:${range.start}:${range.count} in ${file}` : `no range for ${me.name} in ${file}`,
+        detail: range
+          ? `${me.name}:${range.start}:${range.count} in ${file}`
+          : `no range for ${me.name} in ${file}`,
         fix: range ? undefined : `${SETUP}, or add "${me.name}:100000:65536" to ${file}`,
       });
     }
@@ -76,7 +76,10 @@ export async function checkHost(opts: CheckHostOptions = {}): Promise<CheckItem[
     name: 'unshare',
     ok: unshare !== undefined && unshareNew,
     detail: unshare ? `${unshare} (util-linux ${unshareVersion || 'unknown version'})` : 'not found',
-    fix: unshare && unshareNew ? undefined : 'install util-linux 2.38 or newer (it provides `unshare --map-auto`)',
+    fix:
+      unshare && unshareNew
+        ? undefined
+        : 'install util-linux 2.38 or newer (it provides `unshare --map-auto`)',
   });
 
   const runtime = opts.runtime ?? 'runc';
@@ -138,10 +141,14 @@ async function tryInNamespace(
       {
         name: nsName,
         ok: entered,
-        detail: entered ? `unshare ${unshareFlags(mode).join(' ')} works` : `unshare failed: ${oneLine(r.stderr) || `exit ${r.exitCode}`}`,
-        fix: entered ? undefined : mode === 'userns'
-          ? `${SETUP}; user namespaces must be enabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)`
-          : 'the kernel must allow mount namespaces',
+        detail: entered
+          ? `unshare ${unshareFlags(mode).join(' ')} works`
+          : `unshare failed: ${oneLine(r.stderr) || `exit ${r.exitCode}`}`,
+        fix: entered
+          ? undefined
+          : mode === 'userns'
+            ? `${SETUP}; user namespaces must be enabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)`
+            : 'the kernel must allow mount namespaces',
       },
     ];
     const wh = results.get('whiteout');
@@ -149,7 +156,10 @@ async function tryInNamespace(
       name: 'whiteouts',
       ok: wh === 'ok',
       detail: wh === 'ok' ? 'can create 0/0 character devices' : `mknod c 0 0 failed: ${wh ?? 'not tried'}`,
-      fix: wh === 'ok' ? undefined : 'use Linux 5.11 or newer, and keep the roots dir on a local filesystem (ext4, xfs, btrfs, tmpfs)',
+      fix:
+        wh === 'ok'
+          ? undefined
+          : 'use Linux 5.11 or newer, and keep the roots dir on a local filesystem (ext4, xfs, btrfs, tmpfs)',
     });
     const mount = results.get('mount');
     const ovwh = results.get('ovwhiteout');
@@ -157,12 +167,17 @@ async function tryInNamespace(
     items.push({
       name: 'overlay (userxattr)',
       ok: good,
-      detail: mount === 'ok'
-        ? ovwh === 'ok' ? `overlay mounts with userxattr on ${parent} (kernel ${kernel})` : `overlay mounted but deleting a lower file failed: ${ovwh ?? 'not tried'}`
-        : `mount -t overlay -o userxattr failed on ${parent} (kernel ${kernel}): ${mount ?? 'not tried'}`,
-      fix: good ? undefined : kernelOk
-        ? 'the filesystem must support user.* xattrs (ext4, xfs, btrfs, tmpfs on Linux 6.6+); use --storage-type=btrfs otherwise'
-        : `Linux ${kernel} is too old: overlay needs 5.11 or newer for userxattr; upgrade the kernel or use --storage-type=btrfs`,
+      detail:
+        mount === 'ok'
+          ? ovwh === 'ok'
+            ? `overlay mounts with userxattr on ${parent} (kernel ${kernel})`
+            : `overlay mounted but deleting a lower file failed: ${ovwh ?? 'not tried'}`
+          : `mount -t overlay -o userxattr failed on ${parent} (kernel ${kernel}): ${mount ?? 'not tried'}`,
+      fix: good
+        ? undefined
+        : kernelOk
+          ? 'the filesystem must support user.* xattrs (ext4, xfs, btrfs, tmpfs on Linux 6.6+); use --storage-type=btrfs otherwise'
+          : `Linux ${kernel} is too old: overlay needs 5.11 or newer for userxattr; upgrade the kernel or use --storage-type=btrfs`,
     });
     return items;
   } finally {

@@ -44,14 +44,47 @@ export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 // shell has there, as stacker does, so package managers can chown, mknod (they fail
 // cleanly), setcap and so on.
 export const ALL_CAPABILITIES = [
-  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL',
-  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE',
-  'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER',
-  'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
-  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME',
-  'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
-  'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM',
-  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_DAC_READ_SEARCH',
+  'CAP_FOWNER',
+  'CAP_FSETID',
+  'CAP_KILL',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETPCAP',
+  'CAP_LINUX_IMMUTABLE',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_NET_BROADCAST',
+  'CAP_NET_ADMIN',
+  'CAP_NET_RAW',
+  'CAP_IPC_LOCK',
+  'CAP_IPC_OWNER',
+  'CAP_SYS_MODULE',
+  'CAP_SYS_RAWIO',
+  'CAP_SYS_CHROOT',
+  'CAP_SYS_PTRACE',
+  'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN',
+  'CAP_SYS_BOOT',
+  'CAP_SYS_NICE',
+  'CAP_SYS_RESOURCE',
+  'CAP_SYS_TIME',
+  'CAP_SYS_TTY_CONFIG',
+  'CAP_MKNOD',
+  'CAP_LEASE',
+  'CAP_AUDIT_WRITE',
+  'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP',
+  'CAP_MAC_OVERRIDE',
+  'CAP_MAC_ADMIN',
+  'CAP_SYSLOG',
+  'CAP_WAKE_ALARM',
+  'CAP_BLOCK_SUSPEND',
+  'CAP_AUDIT_READ',
+  'CAP_PERFMON',
+  'CAP_BPF',
+  'CAP_CHECKPOINT_RESTORE',
 ];
 
 // /dev/tty is left to the runtime, which binds it itself among its default devices: runc
@@ -91,30 +124,67 @@ export function bundleConfig(opts: BundleOptions): Record<string, unknown> {
   if (!isAbsolute(opts.rootfs)) throw new Error(`rootfs must be an absolute path: ${opts.rootfs}`);
   const mounts: Mount[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    {
+      destination: '/dev',
+      type: 'tmpfs',
+      source: 'tmpfs',
+      options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
+    },
     ...HOST_DEVICES.filter((d) => existsSync(`/dev/${d}`)).map((d) => ({
-      destination: `/dev/${d}`, type: 'bind', source: `/dev/${d}`, options: ['bind', 'nosuid'],
+      destination: `/dev/${d}`,
+      type: 'bind',
+      source: `/dev/${d}`,
+      options: ['bind', 'nosuid'],
     })),
     // No gid=5: the tty group may not be mapped in the user namespace.
-    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
-    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    {
+      destination: '/dev/pts',
+      type: 'devpts',
+      source: 'devpts',
+      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'],
+    },
+    {
+      destination: '/dev/shm',
+      type: 'tmpfs',
+      source: 'shm',
+      options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
+    },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     // A fresh sysfs is refused without a network namespace of our own: bind the host's.
-    { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] },
+    {
+      destination: '/sys',
+      type: 'bind',
+      source: '/sys',
+      options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+    },
   ];
   if ((opts.resolvConf ?? true) && existsSync('/etc/resolv.conf')) {
-    mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: '/etc/resolv.conf', options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+    mounts.push({
+      destination: '/etc/resolv.conf',
+      type: 'bind',
+      source: '/etc/resolv.conf',
+      options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'],
+    });
   }
   for (const b of opts.binds ?? []) {
     if (!posix.isAbsolute(b.dest) || b.dest.split('/').includes('..')) throw badBindDestination(b.dest);
-    mounts.push({ destination: b.dest, type: 'bind', source: b.source, options: ['rbind', ...(b.readonly ? ['ro'] : [])] });
+    mounts.push({
+      destination: b.dest,
+      type: 'bind',
+      source: b.source,
+      options: ['rbind', ...(b.readonly ? ['ro'] : [])],
+    });
   }
   const caps = opts.capabilities ?? availableCapabilities();
   return {
     ociVersion: '1.0.2',
     process: {
       terminal: opts.terminal ?? false,
-      user: { uid: opts.user?.uid ?? 0, gid: opts.user?.gid ?? 0, ...(opts.user?.additionalGids ? { additionalGids: opts.user.additionalGids } : {}) },
+      user: {
+        uid: opts.user?.uid ?? 0,
+        gid: opts.user?.gid ?? 0,
+        ...(opts.user?.additionalGids ? { additionalGids: opts.user.additionalGids } : {}),
+      },
       args: opts.args,
       env: opts.env ?? [DEFAULT_PATH],
       cwd: opts.cwd ?? '/',
@@ -220,18 +290,24 @@ export async function runContainer(opts: RunContainerOptions): Promise<number> {
     buffer: false,
   });
   const readers: Promise<void>[] = [];
-  for (const [stream, handler] of [[child.stdout, opts.stdout], [child.stderr, opts.stderr]] as const) {
+  for (const [stream, handler] of [
+    [child.stdout, opts.stdout],
+    [child.stderr, opts.stderr],
+  ] as const) {
     if (stream && typeof handler === 'function') {
       const rl = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
-      readers.push((async () => {
-        for await (const line of rl) handler(line);
-      })());
+      readers.push(
+        (async () => {
+          for await (const line of rl) handler(line);
+        })(),
+      );
     }
   }
   let killing: Promise<unknown> | undefined;
   const kill = () => {
     killing = execa(runtime, [...base, 'kill', opts.id, 'KILL'], { reject: false }).then(() =>
-      execa(runtime, [...base, 'delete', '--force', opts.id], { reject: false }));
+      execa(runtime, [...base, 'delete', '--force', opts.id], { reject: false }),
+    );
   };
   if (opts.signal?.aborted) kill();
   opts.signal?.addEventListener('abort', kill, { once: true });

@@ -1,28 +1,50 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkHost, versionAtLeast } from './check.js';
-import { availableCapabilities, bundleConfig, createInRoot, makeBundle, ALL_CAPABILITIES } from './runc.js';
+import { ALL_CAPABILITIES, availableCapabilities, bundleConfig, createInRoot, makeBundle } from './runc.js';
 import { runScript, writeRunScript } from './script.js';
-import { REEXEC_ENV, inUserNamespace, needsReexec, reexecArgs, subidRange, uidMapIsIdentity, unshareFlags } from './userns.js';
+import {
+  inUserNamespace,
+  needsReexec,
+  REEXEC_ENV,
+  reexecArgs,
+  subidRange,
+  uidMapIsIdentity,
+  unshareFlags,
+} from './userns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = dirname(here);
 const fixture = join(here, 'test-fixture-run.mjs');
 const isRoot = process.geteuid?.() === 0;
 const TEST_USER = 'stacker-test';
-const haveTestUser = readFileSync('/etc/passwd', 'utf8').split('\n').some((l) => l.startsWith(`${TEST_USER}:`));
+const haveTestUser = readFileSync('/etc/passwd', 'utf8')
+  .split('\n')
+  .some((l) => l.startsWith(`${TEST_USER}:`));
+
+/** Compile `dir` unless its dist is newer than every source file (nx builds before tests). */
+function buildIfStale(dir: string): void {
+  const out = join(dir, 'dist', 'index.js');
+  const built = existsSync(out) ? statSync(out).mtimeMs : 0;
+  const src = join(dir, 'src');
+  const stale = readdirSync(src).some(
+    (f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && statSync(join(src, f)).mtimeMs > built,
+  );
+  if (stale)
+    execFileSync('npx', ['tsc', '-p', join(dir, 'tsconfig.build.json')], { cwd: dir, stdio: 'inherit' });
+}
 
 let tmp: string;
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'stacker-runtime-test-'));
   await chmod(tmp, 0o777);
   // The fixtures run the compiled package.
-  execFileSync('npx', ['tsc', '-p', join(pkg, 'tsconfig.build.json')], { cwd: pkg, stdio: 'inherit' });
+  buildIfStale(pkg);
 }, 120_000);
 afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
@@ -57,23 +79,30 @@ describe('bundle config', () => {
     expect(c.process.cwd).toBe('/');
     expect(c.process.terminal).toBe(false);
     expect(c.process.env).toEqual(['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']);
-    expect(c.linux.namespaces).toEqual([{ type: 'pid' }, { type: 'mount' }, { type: 'ipc' }, { type: 'uts' }]);
+    expect(c.linux.namespaces).toEqual([
+      { type: 'pid' },
+      { type: 'mount' },
+      { type: 'ipc' },
+      { type: 'uts' },
+    ]);
     expect(c.linux).not.toHaveProperty('cgroupsPath');
     expect(c.linux).not.toHaveProperty('resources');
     expect(c.linux).not.toHaveProperty('uidMappings');
-    expect(c.mounts.map((m: any) => `${m.destination} ${m.type} ${m.source} ${m.options.join(',')}`)).toEqual([
-      '/proc proc proc nosuid,noexec,nodev',
-      '/dev tmpfs tmpfs nosuid,strictatime,mode=755,size=65536k',
-      '/dev/null bind /dev/null bind,nosuid',
-      '/dev/zero bind /dev/zero bind,nosuid',
-      '/dev/full bind /dev/full bind,nosuid',
-      '/dev/random bind /dev/random bind,nosuid',
-      '/dev/urandom bind /dev/urandom bind,nosuid',
-      '/dev/pts devpts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620',
-      '/dev/shm tmpfs shm nosuid,noexec,nodev,mode=1777,size=65536k',
-      '/dev/mqueue mqueue mqueue nosuid,noexec,nodev',
-      '/sys bind /sys rbind,nosuid,noexec,nodev,ro',
-    ]);
+    expect(c.mounts.map((m: any) => `${m.destination} ${m.type} ${m.source} ${m.options.join(',')}`)).toEqual(
+      [
+        '/proc proc proc nosuid,noexec,nodev',
+        '/dev tmpfs tmpfs nosuid,strictatime,mode=755,size=65536k',
+        '/dev/null bind /dev/null bind,nosuid',
+        '/dev/zero bind /dev/zero bind,nosuid',
+        '/dev/full bind /dev/full bind,nosuid',
+        '/dev/random bind /dev/random bind,nosuid',
+        '/dev/urandom bind /dev/urandom bind,nosuid',
+        '/dev/pts devpts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620',
+        '/dev/shm tmpfs shm nosuid,noexec,nodev,mode=1777,size=65536k',
+        '/dev/mqueue mqueue mqueue nosuid,noexec,nodev',
+        '/sys bind /sys rbind,nosuid,noexec,nodev,ro',
+      ],
+    );
   });
 
   it('takes user, cwd, env, hostname, terminal, binds and resolv.conf', () => {
@@ -85,15 +114,22 @@ describe('bundle config', () => {
       hostname: 'h',
       terminal: true,
       resolvConf: true,
-      binds: [{ source: '/src', dest: '/stacker/imports', readonly: true }, { source: '/x', dest: '/y' }],
+      binds: [
+        { source: '/src', dest: '/stacker/imports', readonly: true },
+        { source: '/x', dest: '/y' },
+      ],
     }) as any;
     expect(c.process.user).toEqual({ uid: 1000, gid: 100 });
     expect(c.process.cwd).toBe('/work');
     expect(c.process.env).toEqual(['A=1']);
     expect(c.process.terminal).toBe(true);
     expect(c.hostname).toBe('h');
-    const tail = c.mounts.slice(-3).map((m: any) => `${m.destination} ${m.type} ${m.source} ${m.options.join(',')}`);
-    const resolv = existsSync('/etc/resolv.conf') ? ['/etc/resolv.conf bind /etc/resolv.conf bind,ro,nosuid,nodev,noexec'] : [];
+    const tail = c.mounts
+      .slice(-3)
+      .map((m: any) => `${m.destination} ${m.type} ${m.source} ${m.options.join(',')}`);
+    const resolv = existsSync('/etc/resolv.conf')
+      ? ['/etc/resolv.conf bind /etc/resolv.conf bind,ro,nosuid,nodev,noexec']
+      : [];
     expect(tail.slice(3 - resolv.length - 2)).toEqual([
       ...resolv,
       '/stacker/imports bind /src rbind,ro',
@@ -102,8 +138,12 @@ describe('bundle config', () => {
   });
 
   it('refuses relative bind destinations and rootfs', () => {
-    expect(() => bundleConfig({ ...base, binds: [{ source: '/a', dest: 'rel' }] })).toThrow(/must be an absolute path/);
-    expect(() => bundleConfig({ ...base, binds: [{ source: '/a', dest: '/x/../../etc' }] })).toThrow(/must be an absolute path/);
+    expect(() => bundleConfig({ ...base, binds: [{ source: '/a', dest: 'rel' }] })).toThrow(
+      /must be an absolute path/,
+    );
+    expect(() => bundleConfig({ ...base, binds: [{ source: '/a', dest: '/x/../../etc' }] })).toThrow(
+      /must be an absolute path/,
+    );
     expect(() => bundleConfig({ ...base, rootfs: 'r' })).toThrow(/absolute/);
   });
 
@@ -146,7 +186,10 @@ describe('user namespace helpers', () => {
     const passwd = join(tmp, 'passwd');
     await writeFile(f, '# comment\nalice:100000:65536\n2000:300000:1000\nbad:x:y\n');
     await writeFile(passwd, 'alice:x:1500:1500::/home/alice:/bin/sh\nbob:x:2000:2000::/home/bob:/bin/sh\n');
-    expect(subidRange('alice', 'uid', { file: f, passwdFile: passwd })).toEqual({ start: 100000, count: 65536 });
+    expect(subidRange('alice', 'uid', { file: f, passwdFile: passwd })).toEqual({
+      start: 100000,
+      count: 65536,
+    });
     expect(subidRange(1500, 'uid', { file: f, passwdFile: passwd })).toEqual({ start: 100000, count: 65536 });
     expect(subidRange('bob', 'uid', { file: f, passwdFile: passwd })).toEqual({ start: 300000, count: 1000 });
     expect(subidRange('carol', 'uid', { file: f, passwdFile: passwd })).toBeUndefined();
@@ -162,7 +205,9 @@ describe('user namespace helpers', () => {
 
   it('tells the identity map from a user namespace map', () => {
     expect(uidMapIsIdentity('         0          0 4294967295\n')).toBe(true);
-    expect(uidMapIsIdentity('         0       1001          1\n         1     100000      65535\n')).toBe(false);
+    expect(uidMapIsIdentity('         0       1001          1\n         1     100000      65535\n')).toBe(
+      false,
+    );
     expect(inUserNamespace({ [REEXEC_ENV]: 'userns' })).toBe(true);
     expect(needsReexec({})).toBe(true);
     expect(needsReexec({ [REEXEC_ENV]: 'mountns' })).toBe(false);
@@ -171,12 +216,24 @@ describe('user namespace helpers', () => {
 
   it('builds the unshare command line', () => {
     const user = reexecArgs(['/usr/bin/node', '/x/bin/run', 'build', '-f', 'a b'], {
-      mode: 'userns', execPath: '/n', execArgv: ['--enable-source-maps'],
+      mode: 'userns',
+      execPath: '/n',
+      execArgv: ['--enable-source-maps'],
     });
     expect(user.command).toMatch(/(^|\/)unshare$/);
     expect(user.args).toEqual([
-      '--user', '--map-auto', '--map-root-user', '--mount', '--fork', '--',
-      '/n', '--enable-source-maps', '/x/bin/run', 'build', '-f', 'a b',
+      '--user',
+      '--map-auto',
+      '--map-root-user',
+      '--mount',
+      '--fork',
+      '--',
+      '/n',
+      '--enable-source-maps',
+      '/x/bin/run',
+      'build',
+      '-f',
+      'a b',
     ]);
     const root = reexecArgs(['node', 's'], { mode: 'mountns', execPath: '/n', execArgv: [] });
     expect(root.args).toEqual(['--mount', '--fork', '--', '/n', 's']);
@@ -205,9 +262,18 @@ describe('checkHost on this machine', () => {
 
   it.runIf(isRoot && haveTestUser)('finds everything in place for the unprivileged test user', () => {
     const script = `import(${JSON.stringify(join(pkg, 'dist/index.js'))}).then(async (m) => console.log(JSON.stringify(await m.checkHost())))`;
-    const out = execFileSync('runuser', ['-u', TEST_USER, '--', process.execPath, '--input-type=module', '-e', script], { cwd: '/tmp', encoding: 'utf8' });
+    const out = execFileSync(
+      'runuser',
+      ['-u', TEST_USER, '--', process.execPath, '--input-type=module', '-e', script],
+      { cwd: '/tmp', encoding: 'utf8' },
+    );
     const items = JSON.parse(out) as { name: string; ok: boolean; detail: string }[];
-    expect(items.map((i) => i.name)).toEqual([...NAMES, 'user namespace', 'whiteouts', 'overlay (userxattr)']);
+    expect(items.map((i) => i.name)).toEqual([
+      ...NAMES,
+      'user namespace',
+      'whiteouts',
+      'overlay (userxattr)',
+    ]);
     expect(items.filter((i) => !i.ok)).toEqual([]);
     expect(items[0].detail).toBe(`${TEST_USER}:100000:65536 in /etc/subuid`);
   });
@@ -228,7 +294,11 @@ function runFixture(script: string, opts: { asTestUser: boolean; termAfterLine?:
       : [process.execPath, [fixture, dir, script]];
     const env = { ...process.env };
     delete env[REEXEC_ENV];
-    const child = spawn(cmd as string, args as string[], { cwd: '/tmp', env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(cmd as string, args as string[], {
+      cwd: '/tmp',
+      env,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const lines: string[] = [];
     let buf = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -253,19 +323,22 @@ function runFixture(script: string, opts: { asTestUser: boolean; termAfterLine?:
 }
 
 describe('runc in a busybox rootfs', () => {
-  it.runIf(isRoot && haveTestUser)('runs as uid 0 of the user namespace, unprivileged, and passes the exit code on', async () => {
-    const r = await runFixture('id; cat /proc/self/uid_map; ls /mnt/host; exit 7', { asTestUser: true });
-    expect(r.lines).toEqual([
-      'inUserNamespace: true',
-      'out: uid=0 gid=0',
-      'out:          0       1001          1',
-      'out:          1     100000      65535',
-      'out: bundle',
-      'out: rootfs',
-      'out: state',
-    ]);
-    expect(r.code).toBe(7);
-  });
+  it.runIf(isRoot && haveTestUser)(
+    'runs as uid 0 of the user namespace, unprivileged, and passes the exit code on',
+    async () => {
+      const r = await runFixture('id; cat /proc/self/uid_map; ls /mnt/host; exit 7', { asTestUser: true });
+      expect(r.lines).toEqual([
+        'inUserNamespace: true',
+        'out: uid=0 gid=0',
+        'out:          0       1001          1',
+        'out:          1     100000      65535',
+        'out: bundle',
+        'out: rootfs',
+        'out: state',
+      ]);
+      expect(r.code).toBe(7);
+    },
+  );
 
   it.runIf(!isRoot)('runs as uid 0 of the user namespace as the current user', async () => {
     const r = await runFixture('id; exit 5', { asTestUser: false });
@@ -275,13 +348,23 @@ describe('runc in a busybox rootfs', () => {
 
   it.runIf(isRoot)('runs as real root with only a private mount namespace', async () => {
     const r = await runFixture('id; cat /proc/self/uid_map; exit 3', { asTestUser: false });
-    expect(r.lines).toEqual(['inUserNamespace: false', 'out: uid=0 gid=0', 'out:          0          0 4294967295']);
+    expect(r.lines).toEqual([
+      'inUserNamespace: false',
+      'out: uid=0 gid=0',
+      'out:          0          0 4294967295',
+    ]);
     expect(r.code).toBe(3);
   });
 
-  it.runIf(isRoot && haveTestUser)('forwards SIGTERM into the namespace, where aborting kills the container', async () => {
-    const r = await runFixture('echo started; sleep 60; echo not-reached', { asTestUser: true, termAfterLine: 'out: started' });
-    expect(r.lines).toEqual(['inUserNamespace: true', 'out: started', 'got SIGTERM']);
-    expect(r.code).toBe(137);
-  });
+  it.runIf(isRoot && haveTestUser)(
+    'forwards SIGTERM into the namespace, where aborting kills the container',
+    async () => {
+      const r = await runFixture('echo started; sleep 60; echo not-reached', {
+        asTestUser: true,
+        termAfterLine: 'out: started',
+      });
+      expect(r.lines).toEqual(['inUserNamespace: true', 'out: started', 'got SIGTERM']);
+      expect(r.code).toBe(137);
+    },
+  );
 });

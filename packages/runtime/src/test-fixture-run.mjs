@@ -5,7 +5,13 @@
 // SIGTERM aborts the container (it is killed and deleted) and exits with its status.
 import { copyFile, mkdir, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { inUserNamespace, makeBundle, needsReexec, reexecInUserNamespace, runContainer } from '../dist/index.js';
+import {
+  inUserNamespace,
+  makeBundle,
+  needsReexec,
+  reexecInUserNamespace,
+  runContainer,
+} from '../dist/index.js';
 
 if (needsReexec()) process.exit(await reexecInUserNamespace());
 
@@ -18,7 +24,12 @@ for (const applet of ['sh', 'id', 'cat', 'ls', 'echo', 'touch', 'mount', 'sleep'
   await symlink('busybox', join(rootfs, 'bin', applet));
 }
 const bundle = join(dir, 'bundle');
-await makeBundle({ bundle, rootfs, args: ['/bin/sh', '-c', script], binds: [{ source: dir, dest: '/mnt/host', readonly: true }] });
+await makeBundle({
+  bundle,
+  rootfs,
+  args: ['/bin/sh', '-c', script],
+  binds: [{ source: dir, dest: '/mnt/host', readonly: true }],
+});
 // A SIGTERM forwarded from the outer process aborts the run: runContainer kills it.
 const abort = new AbortController();
 process.on('SIGTERM', () => {

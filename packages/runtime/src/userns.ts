@@ -2,12 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { constants as osConstants, userInfo } from 'node:os';
 import { getAttributeSync } from '@napi-rs/xattr';
-import {
-  idmapHelperMissing,
-  idmapHelperNotPrivileged,
-  noSubidRange,
-  unshareMissing,
-} from './errors.js';
+import { idmapHelperMissing, idmapHelperNotPrivileged, noSubidRange, unshareMissing } from './errors.js';
 import { which } from './which.js';
 
 /**

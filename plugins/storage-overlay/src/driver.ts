@@ -30,7 +30,9 @@ export const MAX_MOUNT_OPTIONS = 4095;
 
 // The mount runs with its cwd in snapshots/, so each lower layer costs `<id>/fs:` only.
 const PER_LAYER = ID_LENGTH + '/fs:'.length;
-const FIXED = `lowerdir=,upperdir=../active/${'x'.repeat(ID_LENGTH)}/fs,workdir=../active/${'x'.repeat(ID_LENGTH)}/work,userxattr`.length + 1;
+const FIXED =
+  `lowerdir=,upperdir=../active/${'x'.repeat(ID_LENGTH)}/fs,workdir=../active/${'x'.repeat(ID_LENGTH)}/work,userxattr`
+    .length + 1;
 
 /** The deepest parent chain a snapshot can sit on (199 layers with 16-character ids). */
 export const MAX_CHAIN = Math.floor((MAX_MOUNT_OPTIONS - FIXED) / PER_LAYER);
@@ -149,14 +151,17 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
     const id = snapshotId(key);
     const lowers = (await this.chain(meta.parent)).map((l) => `${l}/fs`);
     const options = `lowerdir=${lowers.join(':')},upperdir=../active/${id}/fs,workdir=../active/${id}/work,userxattr`;
-    if (Buffer.byteLength(options) > MAX_MOUNT_OPTIONS) throw chainTooLong(meta.parent, lowers.length, MAX_CHAIN);
+    if (Buffer.byteLength(options) > MAX_MOUNT_OPTIONS)
+      throw chainTooLong(meta.parent, lowers.length, MAX_CHAIN);
     const target = join(this.activePath(key), 'rootfs');
     const r = await execa('mount', ['-t', 'overlay', 'overlay', '-o', options, target], {
       cwd: this.snapshotsDir,
       reject: false,
     });
     if (r.exitCode !== 0) {
-      throw new Error(`overlay: mounting ${key} on ${meta.parent} failed: ${r.stderr.trim() || `exit ${r.exitCode}`}`);
+      throw new Error(
+        `overlay: mounting ${key} on ${meta.parent} failed: ${r.stderr.trim() || `exit ${r.exitCode}`}`,
+      );
     }
   }
 
@@ -184,7 +189,8 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
     const dest = this.committedPath(name);
     if (existsSync(dest)) {
       const existing = await this.committedMeta(name);
-      if (!existing) throw new Error(`overlay: ${dest} is not the snapshot ${name} (id collision or damaged meta.json)`);
+      if (!existing)
+        throw new Error(`overlay: ${dest} is not the snapshot ${name} (id collision or damaged meta.json)`);
       this.ctx.log.debug({ name, key }, 'overlay: already committed, dropping the active snapshot');
       await removeTree(active);
       return;
@@ -194,7 +200,14 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
     await rename(join(active, 'fs'), join(tmp, 'fs'));
     const committed: CommittedMeta = meta.parent === undefined ? { name } : { name, parent: meta.parent };
     await writeFile(join(tmp, 'meta.json'), `${JSON.stringify(committed)}\n`);
-    await rename(tmp, dest);
+    try {
+      await rename(tmp, dest);
+    } catch (e) {
+      // Another build committed the same name meanwhile: theirs is as good as ours.
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || !(await this.committedMeta(name))) throw e;
+      await removeTree(tmp);
+    }
     await removeTree(active);
     this.ctx.log.debug({ name, key, parent: meta.parent }, 'overlay: committed');
   }

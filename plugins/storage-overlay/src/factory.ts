@@ -21,15 +21,23 @@ export async function checkOverlay(ctx: DriverContext): Promise<void> {
   try {
     for (const d of ['l', 'u', 'w', 'm']) await mkdir(join(dir, d));
     await writeFile(join(dir, 'l', 'f'), 'x');
-    const r = await execa('mount', ['-t', 'overlay', 'overlay', '-o', 'lowerdir=l,upperdir=u,workdir=w,userxattr', merged], {
-      cwd: dir,
-      reject: false,
-    });
-    if (r.exitCode !== 0) throw overlayUnavailable(ctx.rootsDir, r.stderr.trim() || `mount exited ${r.exitCode}`);
+    const r = await execa(
+      'mount',
+      ['-t', 'overlay', 'overlay', '-o', 'lowerdir=l,upperdir=u,workdir=w,userxattr', merged],
+      {
+        cwd: dir,
+        reject: false,
+      },
+    );
+    if (r.exitCode !== 0)
+      throw overlayUnavailable(ctx.rootsDir, r.stderr.trim() || `mount exited ${r.exitCode}`);
     const rm = await execa('rm', [join(merged, 'f')], { reject: false });
     const wh = await execa('test', ['-c', join(dir, 'u', 'f')], { reject: false });
     if (rm.exitCode !== 0 || wh.exitCode !== 0) {
-      throw overlayUnavailable(ctx.rootsDir, `deleting a lower file left no whiteout${rm.stderr ? `: ${rm.stderr.trim()}` : ''}`);
+      throw overlayUnavailable(
+        ctx.rootsDir,
+        `deleting a lower file left no whiteout${rm.stderr ? `: ${rm.stderr.trim()}` : ''}`,
+      );
     }
   } finally {
     await unmount(merged).catch(() => undefined);

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -17,18 +17,32 @@ const runtimePkg = join(pkg, '..', '..', 'packages', 'runtime');
 const fixture = join(here, 'test-fixture-scenario.mjs');
 const isRoot = process.geteuid?.() === 0;
 const TEST_USER = 'stacker-test';
-const haveTestUser = readFileSync('/etc/passwd', 'utf8').split('\n').some((l) => l.startsWith(`${TEST_USER}:`));
+const haveTestUser = readFileSync('/etc/passwd', 'utf8')
+  .split('\n')
+  .some((l) => l.startsWith(`${TEST_USER}:`));
 const USERNS = ['--user', '--map-auto', '--map-root-user', '--mount', '--fork'];
+
+/** Compile `dir` unless its dist is newer than every source file (nx builds before tests). */
+function buildIfStale(dir: string): void {
+  const out = join(dir, 'dist', 'index.js');
+  const built = existsSync(out) ? statSync(out).mtimeMs : 0;
+  const src = join(dir, 'src');
+  const stale = readdirSync(src).some(
+    (f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && statSync(join(src, f)).mtimeMs > built,
+  );
+  if (stale)
+    execFileSync('npx', ['tsc', '-p', join(dir, 'tsconfig.build.json')], { cwd: dir, stdio: 'inherit' });
+}
 
 let tmp: string;
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'stacker-overlay-test-'));
   await chmod(tmp, 0o777);
   // The fixture runs compiled code: this package, and @stacker/runtime to run runc.
-  execFileSync('npx', ['tsc', '-p', join(pkg, 'tsconfig.build.json')], { cwd: pkg, stdio: 'inherit' });
-  if (!existsSync(join(runtimePkg, 'dist', 'index.js'))) {
-    execFileSync('npx', ['tsc', '-p', join(runtimePkg, 'tsconfig.build.json')], { cwd: runtimePkg, stdio: 'inherit' });
-  }
+  buildIfStale(pkg);
+  // Built by its own tests when stale; here only when missing, so two test files never
+  // rewrite the same dist at once.
+  if (!existsSync(join(runtimePkg, 'dist', 'index.js'))) buildIfStale(runtimePkg);
 }, 120_000);
 afterAll(async () => {
   if (!tmp) return;
@@ -50,7 +64,9 @@ function ctxFor(rootsDir: string): DriverContext {
 async function changes(driver: OverlayDriver, key: string): Promise<string[]> {
   const out: string[] = [];
   for await (const c of driver.diff(key) as AsyncIterable<Change>) {
-    out.push(c.kind === 'add' || c.kind === 'modify' ? `${c.kind} ${c.path} ${c.source}` : `${c.kind} ${c.path}`);
+    out.push(
+      c.kind === 'add' || c.kind === 'modify' ? `${c.kind} ${c.path} ${c.source}` : `${c.kind} ${c.path}`,
+    );
   }
   return out;
 }
@@ -127,7 +143,9 @@ describe('overlay driver without mounts', () => {
     expect(await driver.exists('n')).toBe(true);
     expect(await driver.exists('k')).toBe(false);
     expect(driver.rootfs('k')).toBeUndefined();
-    expect(JSON.parse(readFileSync(join(driver.snapshotsDir, snapshotId('n'), 'meta.json'), 'utf8'))).toEqual({ name: 'n' });
+    expect(JSON.parse(readFileSync(join(driver.snapshotsDir, snapshotId('n'), 'meta.json'), 'utf8'))).toEqual(
+      { name: 'n' },
+    );
     expect(readFileSync(join(driver.snapshotsDir, snapshotId('n'), 'fs', 'ro', 'in', 'f'), 'utf8')).toBe('x');
     await driver.remove('n');
     expect(await driver.exists('n')).toBe(false);
@@ -144,9 +162,22 @@ const EXPECTED: Scenario = {
   baseRootfsIsUpper: true,
   unpackOptions: { whiteouts: 'overlay' },
   baseDiff: [
-    'add a', 'add a/gone', 'add a/keep', 'add bin', 'add bin/busybox', 'add bin/sh', 'add d',
-    'add d/old1', 'add d/sub', 'add d/sub/old2', 'add dev', 'add etc', 'add etc/passwd',
-    'add etc/resolv.conf', 'add proc', 'add sys',
+    'add a',
+    'add a/gone',
+    'add a/keep',
+    'add bin',
+    'add bin/busybox',
+    'add bin/sh',
+    'add d',
+    'add d/old1',
+    'add d/sub',
+    'add d/sub/old2',
+    'add dev',
+    'add etc',
+    'add etc/passwd',
+    'add etc/resolv.conf',
+    'add proc',
+    'add sys',
   ],
   existsC1: true,
   existsC2: false,
@@ -156,8 +187,15 @@ const EXPECTED: Scenario = {
   runcExit: 0,
   runcOutput: ['keep', 'more'],
   buildDiff: [
-    'add a', 'delete a/gone', 'add a/keep', 'opaque d', 'add d', 'add d/new', 'add from-runc',
-    'add new', 'add new/file.txt',
+    'add a',
+    'delete a/gone',
+    'add a/keep',
+    'opaque d',
+    'add d',
+    'add d/new',
+    'add from-runc',
+    'add new',
+    'add new/file.txt',
   ],
   buildActiveAfterCommit: false,
   existsC2After: true,
@@ -187,7 +225,11 @@ function scenario(asTestUser: boolean): Scenario {
   const unshare = isRoot && !asTestUser ? ['--mount', '--fork'] : USERNS;
   const cmd = ['unshare', ...unshare, process.execPath, fixture, dir];
   const argv = asTestUser ? ['runuser', '-u', TEST_USER, '--', ...cmd] : cmd;
-  const out = execFileSync(argv[0], argv.slice(1), { cwd: '/tmp', encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = execFileSync(argv[0], argv.slice(1), {
+    cwd: '/tmp',
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return JSON.parse(out) as Scenario;
 }
 

@@ -8,8 +8,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { appendFile, chmod, copyFile, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { makeBundle, runContainer } from '@stacker/runtime';
 import { silentLogger } from '@stacker/plugin-api';
+import { makeBundle, runContainer } from '@stacker/runtime';
 import { MAX_CHAIN, OverlayDriver, overlayFactory, snapshotId } from '../dist/index.js';
 
 const dir = process.argv[2];
@@ -26,7 +26,8 @@ const ctx = { rootsDir: join(dir, 'roots'), log: silentLogger, unpack };
 
 // A base layer: busybox, a few files, an overlay whiteout it must keep as-is.
 const layer = join(dir, 'layer');
-for (const d of ['bin', 'a', 'd/sub', 'etc', 'proc', 'sys', 'dev']) await mkdir(join(layer, d), { recursive: true });
+for (const d of ['bin', 'a', 'd/sub', 'etc', 'proc', 'sys', 'dev'])
+  await mkdir(join(layer, d), { recursive: true });
 await copyFile('/bin/busybox', join(layer, 'bin/busybox'));
 await symlink('busybox', join(layer, 'bin/sh'));
 await writeFile(join(layer, 'a/keep'), 'keep\n');
@@ -61,8 +62,18 @@ await mkdir(join(rootfs, 'd'));
 await writeFile(join(rootfs, 'd/new'), 'd-new\n');
 // The mounted snapshot is a runc rootfs.
 const lines = [];
-await makeBundle({ bundle: join(dir, 'bundle'), rootfs, args: ['/bin/sh', '-c', 'echo ran > /from-runc; /bin/busybox cat /a/keep'] });
-out.runcExit = await runContainer({ stateDir: join(dir, 'runc'), bundle: join(dir, 'bundle'), id: `ov-${process.pid}`, stdout: (l) => lines.push(l), stderr: (l) => lines.push(`err: ${l}`) });
+await makeBundle({
+  bundle: join(dir, 'bundle'),
+  rootfs,
+  args: ['/bin/sh', '-c', 'echo ran > /from-runc; /bin/busybox cat /a/keep'],
+});
+out.runcExit = await runContainer({
+  stateDir: join(dir, 'runc'),
+  bundle: join(dir, 'bundle'),
+  id: `ov-${process.pid}`,
+  stdout: (l) => lines.push(l),
+  stderr: (l) => lines.push(`err: ${l}`),
+});
 out.runcOutput = lines;
 out.buildDiff = await collect('build');
 await driver.commit('c2', 'build');
@@ -90,7 +101,8 @@ try {
   out.removeC1 = e.code;
 }
 await driver.remove('grand');
-out.grandRemoved = !existsSync(join(driver.activeDir, snapshotId('grand'))) && !(await driver.isMounted('grand'));
+out.grandRemoved =
+  !existsSync(join(driver.activeDir, snapshotId('grand'))) && !(await driver.isMounted('grand'));
 await driver.remove('no-such-thing');
 
 // A build killed with its snapshot mounted, holding a read-only directory.
@@ -103,7 +115,9 @@ await driver.prepare('left-base', undefined);
 const fresh = await OverlayDriver.open(ctx);
 await fresh.cleanup();
 out.afterCleanup = {
-  mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(driver.dir)).length,
+  mounts: readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(driver.dir)).length,
   active: readdirSync(fresh.activeDir),
   c2: await fresh.exists('c2'),
 };
@@ -141,7 +155,11 @@ async function collect(key) {
   const list = [];
   for await (const c of driver.diff(key)) {
     if (c.kind === 'add' || c.kind === 'modify') {
-      list.push(c.source === join(upper, c.path) ? `${c.kind} ${c.path}` : `${c.kind} ${c.path} BAD SOURCE ${c.source}`);
+      list.push(
+        c.source === join(upper, c.path)
+          ? `${c.kind} ${c.path}`
+          : `${c.kind} ${c.path} BAD SOURCE ${c.source}`,
+      );
     } else list.push(`${c.kind} ${c.path}`);
   }
   return list;

@@ -78,6 +78,7 @@ export default class Build extends StackerCommand {
         annotationsNamespace: flags['annotations-namespace'],
         stackerVersion: STACKER_VERSION,
         jobs: flags.jobs,
+        noCache: flags['no-cache'],
         signal: ac.signal,
       }).run();
     } finally {

@@ -1,0 +1,124 @@
+import type { BigIntStats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { getAttribute, listAttributes } from '@napi-rs/xattr';
+import type { Change } from '@stacker/plugin-api';
+
+/**
+ * The changes of `upper` (an active snapshot) against `lower` (the committed snapshot it
+ * was taken from; undefined = empty), found from metadata alone.
+ *
+ * A btrfs snapshot keeps inode numbers and every timestamp, and any change to a file
+ * (content, mode, owner, xattrs, link count) moves its ctime: an entry whose inode number
+ * and lstat metadata (plus link target and xattrs) match its parent's is unchanged, and no
+ * file content is ever read. A path whose inode number differs was replaced: for a
+ * directory that means the parent's contents are hidden (`opaque`).
+ *
+ * Order matches a walk of the tree with each directory's names in byte order, parents
+ * before children, deletions in the place of the deleted name, and an opaque marker right
+ * before its directory: the same order the overlay driver gives, so both drivers produce
+ * byte-identical layers for the same change. Unchanged directories that hold a change are
+ * emitted too (as `modify`), as overlay's copied-up directories are.
+ */
+export async function* diffTrees(upper: string, lower: string | undefined): AsyncGenerator<Change> {
+  yield* walk(upper, lower, '', []);
+}
+
+function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+async function names(dir: string | undefined): Promise<Set<string>> {
+  if (dir === undefined) return new Set();
+  return new Set(await readdir(dir));
+}
+
+/**
+ * `pending` holds unchanged ancestor directories not yet emitted; they are emitted (in
+ * order) just before the first change found below them.
+ */
+async function* walk(upperDir: string, lowerDir: string | undefined, rel: string, pending: Change[]): AsyncGenerator<Change> {
+  const upperNames = await names(upperDir);
+  const lowerNames = await names(lowerDir);
+  const all = [...new Set([...upperNames, ...lowerNames])].sort(compareNames);
+  for (const n of all) {
+    const path = rel ? `${rel}/${n}` : n;
+    const source = join(upperDir, n);
+    const lowerPath = lowerDir === undefined ? undefined : join(lowerDir, n);
+    if (!upperNames.has(n)) {
+      yield* pending.splice(0);
+      yield { kind: 'delete', path };
+      continue;
+    }
+    const u = await lstat(source, { bigint: true });
+    const l = lowerPath !== undefined && lowerNames.has(n) ? await lstat(lowerPath, { bigint: true }) : undefined;
+    if (l === undefined || u.ino !== l.ino || fileType(u) !== fileType(l)) {
+      yield* pending.splice(0);
+      if (l !== undefined && u.isDirectory()) yield { kind: 'opaque', path };
+      yield { kind: l === undefined || u.isDirectory() ? 'add' : 'modify', path, source };
+      if (u.isDirectory()) yield* addTree(source, path);
+      continue;
+    }
+    const same = await sameEntry(u, l, source, lowerPath as string);
+    if (u.isDirectory()) {
+      const before = pending.length;
+      if (same) pending.push({ kind: 'modify', path, source });
+      else {
+        yield* pending.splice(0);
+        yield { kind: 'modify', path, source };
+      }
+      yield* walk(source, lowerPath, path, pending);
+      if (pending.length > before) pending.length = before;
+      continue;
+    }
+    if (!same) {
+      yield* pending.splice(0);
+      yield { kind: 'modify', path, source };
+    }
+  }
+}
+
+/** Everything below a new directory, as adds. */
+async function* addTree(dir: string, rel: string): AsyncGenerator<Change> {
+  const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => compareNames(a.name, b.name));
+  for (const e of entries) {
+    const path = `${rel}/${e.name}`;
+    const source = join(dir, e.name);
+    yield { kind: 'add', path, source };
+    if (e.isDirectory()) yield* addTree(source, path);
+  }
+}
+
+function fileType(st: BigIntStats): bigint {
+  return st.mode & 0o170000n;
+}
+
+async function sameEntry(u: BigIntStats, l: BigIntStats, upperPath: string, lowerPath: string): Promise<boolean> {
+  if (
+    u.ctimeNs !== l.ctimeNs ||
+    u.mtimeNs !== l.mtimeNs ||
+    u.size !== l.size ||
+    u.mode !== l.mode ||
+    u.uid !== l.uid ||
+    u.gid !== l.gid ||
+    u.nlink !== l.nlink ||
+    u.rdev !== l.rdev
+  ) {
+    return false;
+  }
+  // Belt and braces: both of these move the ctime too.
+  if (u.isSymbolicLink() && (await readlink(upperPath)) !== (await readlink(lowerPath))) return false;
+  return sameXattrs(upperPath, lowerPath);
+}
+
+async function sameXattrs(a: string, b: string): Promise<boolean> {
+  const na = (await listAttributes(a)).sort();
+  const nb = (await listAttributes(b)).sort();
+  if (na.length !== nb.length || na.some((n, i) => n !== nb[i])) return false;
+  for (const n of na) {
+    const va = await getAttribute(a, n);
+    const vb = await getAttribute(b, n);
+    if (va === null || vb === null ? va !== vb : !va.equals(vb)) return false;
+  }
+  return true;
+}
