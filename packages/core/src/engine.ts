@@ -649,7 +649,9 @@ export class Builder {
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.mkdir(dir, { recursive: true });
     await this.runSteps(file, layer, rootfs, base, staged, layer.generateLabels, 'generate_labels', [
+      // stacker's scripts write label files to /oci-labels; /stacker/oci-labels works too
       { source: dir, dest: '/oci-labels', readonly: false },
+      { source: dir, dest: '/stacker/oci-labels', readonly: false },
     ]);
     const out: Record<string, string> = {};
     for (const ent of await fsp.readdir(dir)) out[ent] = await fsp.readFile(join(dir, ent), 'utf8');
