@@ -17,7 +17,7 @@ repo_view_for() {
 
 ensure_deps_built() {
   if [ -n "${CI:-}" ] || [ ! -d node_modules/.bin ]; then
-    npm ci --no-audit --no-fund
+    npm ci --no-audit --no-fund || return 1
   fi
-  NX_DAEMON=false npx nx run-many -t build --outputStyle=static
+  NX_DAEMON=false npx --no-install nx run-many -t build --outputStyle=static
 }

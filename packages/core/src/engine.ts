@@ -589,6 +589,15 @@ export class Builder {
     const id = `stacker-${layer.name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${shortId()}`;
     const bundle = join(stackerDir, 'bundles', id);
     const createdPaths = await missingMountpoints(rootfs, binds.map((b) => b.dest));
+    // their existing parents get their times back afterwards, so that creating and
+    // removing a mount point leaves no trace in the layer
+    const parentTimes = new Map<string, { atime: Date; mtime: Date }>();
+    for (const p of [...createdPaths, join(rootfs, 'stacker')]) {
+      const parent = dirname(p);
+      if (parentTimes.has(parent) || createdPaths.includes(parent)) continue;
+      const st = await fsp.lstat(parent).catch(() => undefined);
+      if (st) parentTimes.set(parent, { atime: st.atime, mtime: st.mtime });
+    }
     const stateDir = join(stackerDir, 'runc');
     try {
       await makeBundle({
@@ -635,6 +644,7 @@ export class Builder {
       // Mount points runc had to create are not part of the image, nor is /stacker.
       for (const p of createdPaths.reverse()) await removeIfEmpty(p);
       if (!hadStacker) await fsp.rm(join(rootfs, 'stacker'), { recursive: true, force: true });
+      for (const [p, t] of parentTimes) await fsp.utimes(p, t.atime, t.mtime).catch(() => {});
     }
   }
 

@@ -177,8 +177,11 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
   }
 
   async *diff(key: string): AsyncIterable<Change> {
-    if (!this.activeMetaSync(key)) throw new Error(`overlay: no active snapshot ${key}`);
-    yield* walkUpper(join(this.activePath(key), 'fs'), '');
+    const meta = this.activeMetaSync(key);
+    if (!meta) throw new Error(`overlay: no active snapshot ${key}`);
+    const lowers =
+      meta.parent === undefined ? [] : (await this.chain(meta.parent)).map((id) => join(this.snapshotsDir, id, 'fs'));
+    yield* dropUnchangedCopyUps(walkUpper(join(this.activePath(key), 'fs'), ''), lowers);
   }
 
   async commit(name: string, key: string): Promise<void> {
@@ -308,5 +311,59 @@ async function* walkUpper(dir: string, rel: string): AsyncGenerator<Change> {
       continue;
     }
     yield { kind: 'add', path, source };
+  }
+}
+
+/** The first lower layer that has `path`, as overlayfs would look it up (nearest first). */
+async function lowerStat(lowers: string[], path: string) {
+  for (const l of lowers) {
+    const st = await lstat(join(l, path)).catch(() => undefined);
+    if (st) return { st, source: join(l, path) };
+  }
+  return undefined;
+}
+
+async function sameDirMetadata(upper: string, lowers: string[], path: string): Promise<boolean> {
+  const u = await lstat(upper);
+  const lower = await lowerStat(lowers, path);
+  if (!lower || !lower.st.isDirectory()) return false;
+  const l = lower.st;
+  if (u.mode !== l.mode || u.uid !== l.uid || u.gid !== l.gid || u.mtimeMs !== l.mtimeMs) return false;
+  const plain = async (p: string) => (await listAttributes(p)).filter((x) => !x.startsWith('user.overlay.')).sort();
+  const [ux, lx] = await Promise.all([plain(upper), plain(lower.source)]);
+  if (ux.join('\0') !== lx.join('\0')) return false;
+  for (const x of ux) {
+    const [a, b] = await Promise.all([getAttribute(upper, x), getAttribute(lower.source, x)]);
+    if (!a || !b || !Buffer.from(a).equals(Buffer.from(b))) return false;
+  }
+  return true;
+}
+
+/**
+ * A directory is in the upper dir either because it changed or because overlayfs copied
+ * it up on the way to a child (also one that was later removed again, like a mount point
+ * runc had to create). Directories identical to their lower copy are held back and only
+ * emitted when something below them is, so a run that changed nothing makes no layer.
+ */
+async function* dropUnchangedCopyUps(changes: AsyncIterable<Change>, lowers: string[]): AsyncGenerator<Change> {
+  const pending: Change[] = [];
+  let opaque: string | undefined;
+  const isAncestor = (dir: string, p: string) => p.startsWith(`${dir}/`);
+  for await (const c of changes) {
+    while (pending.length && !isAncestor(pending[pending.length - 1].path, c.path)) pending.pop();
+    if (c.kind === 'opaque') {
+      opaque = c.path;
+    } else if (
+      c.kind === 'add' &&
+      lowers.length > 0 &&
+      opaque !== c.path &&
+      (await lstat(c.source)).isDirectory() &&
+      (await sameDirMetadata(c.source, lowers, c.path))
+    ) {
+      pending.push(c);
+      continue;
+    }
+    yield* pending.splice(0);
+    yield c;
   }
 }
