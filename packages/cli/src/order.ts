@@ -9,6 +9,7 @@ export function formatOrder(files: StackerFile[], info?: (m: string) => void): s
   const order = orderFiles(files.map((f) => ({ path: f.path, prerequisites: f.prerequisites })));
   const byPath = new Map(files.map((f) => [f.path, f]));
   const lines: string[] = [];
+  const available = new Set<string>();
   for (const p of order) {
     const f = byPath.get(p)!;
     const plan = planBuild(
@@ -18,7 +19,9 @@ export function formatOrder(files: StackerFile[], info?: (m: string) => void): s
         stackerImports: l.imports.map((i) => i.path).filter((x) => x.startsWith('stacker://')),
       })),
       info ? { info } : undefined,
+      available,
     );
+    for (const l of f.layers) available.add(l.name);
     lines.push(`${p}:`);
     plan.order.forEach((name, i) => {
       const needs = plan.needs.get(name) ?? [];

@@ -66,3 +66,11 @@ describe('orderFiles', () => {
     ).toThrow('stacker files require each other: /a -> /b -> /a');
   });
 });
+
+describe('planBuild across files', () => {
+  it('treats stanzas of earlier files as built', () => {
+    const plan = planBuild([{ name: 'app', baseTag: 'base', stackerImports: ['stacker://tools/x'] }], undefined, new Set(['base', 'tools']));
+    expect(plan.order).toEqual(['app']);
+    expect(plan.needs.get('app')).toEqual([]);
+  });
+});

@@ -34,7 +34,7 @@ function stackerImportLayer(url: string): string | undefined {
  * (`couldn't find dependencies for web: stacker://foo/bar, base layer centos2`) and the
  * build fails with `couldn't resolve some dependencies`. A cycle is left over the same way.
  */
-export function planBuild(nodes: DagNode[], log?: PlanLog): BuildPlan {
+export function planBuild(nodes: DagNode[], log?: PlanLog, available: ReadonlySet<string> = new Set()): BuildPlan {
   const byName = new Map(nodes.map((n) => [n.name, n]));
   const needs = new Map<string, string[]>();
   for (const n of nodes) {
@@ -44,7 +44,8 @@ export function planBuild(nodes: DagNode[], log?: PlanLog): BuildPlan {
       const l = stackerImportLayer(u);
       if (l !== undefined) deps.add(l);
     }
-    needs.set(n.name, [...deps]);
+    // stanzas of stacker files built earlier (prerequisites) are already there
+    needs.set(n.name, [...deps].filter((d) => byName.has(d) || !available.has(d)));
   }
 
   // Serial order exactly as stacker computes it: repeated passes in file order, where a
@@ -75,11 +76,12 @@ export function planBuild(nodes: DagNode[], log?: PlanLog): BuildPlan {
     for (const n of nodes) {
       if (done.has(n.name)) continue;
       const missing: string[] = [];
+      const have = (d: string) => done.has(d) || (!byName.has(d) && available.has(d));
       for (const u of n.stackerImports) {
         const l = stackerImportLayer(u);
-        if (l === undefined || !done.has(l)) missing.push(u);
+        if (l === undefined || !have(l)) missing.push(u);
       }
-      if (n.baseTag !== undefined && !done.has(n.baseTag)) missing.push(`base layer ${n.baseTag}`);
+      if (n.baseTag !== undefined && !have(n.baseTag)) missing.push(`base layer ${n.baseTag}`);
       const line = `couldn't find dependencies for ${n.name}: ${missing.join(', ')}`;
       lines.push(line);
       log?.info(line);

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, join, posix, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -74,6 +75,15 @@ export interface BuiltStanza {
   /** The cache key it was built (or found) under; children built from it use it. */
   cacheKey: string;
   cached: boolean;
+  /** The index.json descriptor its tag gets. */
+  tag: Descriptor;
+}
+
+/** A stanza not started because an earlier one failed or the build was interrupted. */
+class Skipped extends Error {
+  constructor() {
+    super('skipped');
+  }
 }
 
 export interface BuildResult {
@@ -91,33 +101,6 @@ function gitVersion(dir: string): Promise<string | undefined> {
     .then(({ execa }) => execa('git', ['-C', dir, 'describe', '--always', '--dirty'], { reject: false }))
     .then((r) => (r.exitCode === 0 ? r.stdout.trim() : undefined))
     .catch(() => undefined);
-}
-
-/** Run `fn` over `items` with at most `limit` at a time; first failure stops new work. */
-async function boundedAll<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
-  const errors: unknown[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length && errors.length === 0) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        errors.push(e);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (errors.length === 1) throw errors[0];
-  if (errors.length > 1) {
-    const userErrs = errors.filter((e) => (e as UserError).userError);
-    const first = (userErrs[0] ?? errors[0]) as Error;
-    first.message = `${first.message} (and ${errors.length - 1} more failure${errors.length > 2 ? 's' : ''}: ${errors
-      .filter((e) => e !== first)
-      .map((e) => (e as Error).message)
-      .join('; ')})`;
-    throw first;
-  }
 }
 
 /**
@@ -143,6 +126,8 @@ export class Builder {
     const { settings } = this.opts;
     await fsp.mkdir(settings.stackerDir, { recursive: true });
     await fsp.mkdir(settings.rootsDir, { recursive: true });
+    // every file's dependencies are checked before anything is built
+    for (const file of this.opts.files) this.planFile(file, this.namesBefore(file));
     const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
     try {
       this.layout = await openOrInitLayout(settings.ociDir);
@@ -164,35 +149,87 @@ export class Builder {
     }
   }
 
-  private async buildFile(file: StackerFile): Promise<void> {
-    const plan = planBuild(
+  private planFile(file: StackerFile, available: ReadonlySet<string>) {
+    return planBuild(
       file.layers.map((l) => ({
         name: l.name,
         baseTag: l.from.type === 'built' ? String(l.from.tag) : undefined,
         stackerImports: l.imports.map((i) => i.path).filter((p) => p.startsWith('stacker://')),
       })),
       { info: (m) => this.log.info(m) },
+      available,
     );
+  }
+
+  /** Names built by the files before `file` (its prerequisites come first). */
+  private namesBefore(file: StackerFile): Set<string> {
+    const names = new Set<string>();
+    for (const f of this.opts.files) {
+      if (f === file) break;
+      for (const l of f.layers) names.add(l.name);
+    }
+    return names;
+  }
+
+  /**
+   * Build a file's stanzas: each starts as soon as what it needs is built, at most `jobs`
+   * at a time. After the first failure nothing new starts; running ones finish. Tags are
+   * written at the end in the file's serial order, so index.json does not depend on
+   * which stanza happened to finish first.
+   */
+  private async buildFile(file: StackerFile): Promise<void> {
+    const plan = this.planFile(file, this.namesBefore(file));
     const byName = new Map(file.layers.map((l) => [l.name, l]));
-    const jobs = this.opts.jobs ?? 2;
-    const start = (name: string): Promise<BuiltStanza> => {
-      let p = this.inflight.get(name);
+    const limit = Math.max(1, this.opts.jobs ?? availableParallelism());
+    let running = 0;
+    const waiting: (() => void)[] = [];
+    const slot = async () => {
+      if (running >= limit) await new Promise<void>((r) => waiting.push(r));
+      running++;
+    };
+    const release = () => {
+      running--;
+      waiting.shift()?.();
+    };
+    const failures: unknown[] = [];
+    const started = new Map<string, Promise<void>>();
+    const start = (name: string): Promise<void> => {
+      let p = started.get(name);
       if (!p) {
         p = (async () => {
-          for (const dep of plan.needs.get(name) ?? []) {
-            if (!this.built.has(dep)) await start(dep);
+          await Promise.all((plan.needs.get(name) ?? []).map(start));
+          if (failures.length || this.opts.signal?.aborted) throw new Skipped();
+          await slot();
+          try {
+            if (this.opts.signal?.aborted) throw new Skipped();
+            await this.buildStanza(file, byName.get(name)!);
+          } catch (e) {
+            if (!(e instanceof Skipped)) failures.push(e);
+            throw e;
+          } finally {
+            release();
           }
-          return this.buildStanza(file, byName.get(name)!);
         })();
-        this.inflight.set(name, p);
+        p.catch(() => {});
+        started.set(name, p);
       }
       return p;
     };
-    for (const wave of plan.waves) {
-      await boundedAll(wave, jobs, async (name) => {
-        if (this.opts.signal?.aborted) throw new UserError('aborted', 'build interrupted');
-        await start(name);
-      });
+    for (const name of plan.order) this.event(name, 'queued');
+    await Promise.allSettled(plan.order.map(start));
+    for (const name of plan.order) {
+      const b = this.built.get(name);
+      if (b && !b.buildOnly && b.tag) await this.layout.tag(name, b.tag);
+    }
+    if (failures.length === 0 && this.opts.signal?.aborted) throw new UserError('aborted', 'build interrupted');
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) {
+      const first = failures[0] as Error;
+      first.message = `${first.message} (and ${failures.length - 1} more: ${failures
+        .slice(1)
+        .map((e) => (e as Error).message)
+        .join('; ')})`;
+      throw first;
     }
   }
 
@@ -396,14 +433,16 @@ export class Builder {
     const layers = newLayer ? [...base.manifest.layers, newLayer.descriptor] : [...base.manifest.layers];
     const manifest = buildManifest(cdesc, layers, annotations);
     const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
-    if (!layer.buildOnly) {
-      await this.layout.tag(name, {
-        ...mdesc,
-        platform: { os: config.os, architecture: config.architecture },
-      });
-    }
     const image: BaseImage = { manifest, manifestDigest: mdesc.digest, config, identity: mdesc.digest, layers };
-    const result: BuiltStanza = { name, image, snapshot, buildOnly: layer.buildOnly, cacheKey: key, cached: Boolean(hit) };
+    const result: BuiltStanza = {
+      name,
+      image,
+      snapshot,
+      buildOnly: layer.buildOnly,
+      cacheKey: key,
+      cached: Boolean(hit),
+      tag: { ...mdesc, platform: { os: config.os, architecture: config.architecture } },
+    };
     this.built.set(name, result);
     if (!hit) {
       this.event(name, 'done');

@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { Builder, planBuild } from '@stacker/core';
+import { Builder } from '@stacker/core';
 import { UserError } from '@stacker/plugin-api';
 import { enterNamespaces } from '../namespaces.js';
 import { StackerCommand } from '../base-command.js';
@@ -50,19 +50,11 @@ export default class Build extends StackerCommand {
     const code = await enterNamespaces();
     if (code !== undefined) this.exit(code);
 
-    for (const f of files) {
-      planBuild(
-        f.layers.map((l) => ({
-          name: l.name,
-          baseTag: l.from.type === 'built' ? String(l.from.tag) : undefined,
-          stackerImports: l.imports.map((i) => i.path).filter((p) => p.startsWith('stacker://')),
-        })),
-        { info: (m) => this.logger.info(m) },
-      );
-    }
     const ac = new AbortController();
+    let stoppedBy: NodeJS.Signals | undefined;
     const onSignal = (sig: NodeJS.Signals) => {
       this.logger.info(`received ${sig}, stopping the build`);
+      stoppedBy = sig;
       ac.abort();
     };
     process.once('SIGINT', onSignal);
@@ -81,6 +73,10 @@ export default class Build extends StackerCommand {
         noCache: flags['no-cache'],
         signal: ac.signal,
       }).run();
+    } catch (e) {
+      // killed by a signal: containers are gone and mounts released; exit as the shell expects
+      if (stoppedBy) this.exit(stoppedBy === 'SIGINT' ? 130 : 143);
+      throw e;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
