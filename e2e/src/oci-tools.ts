@@ -1,26 +1,22 @@
 // Helpers that read stacker's output back with tools nobody here wrote: skopeo, umoci,
 // tar, sha256sum, runc. Nothing in here parses OCI JSON or tar by itself beyond what those
 // tools print.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, chownTree, REPO, type Result } from './harness.js';
+import { asUser, chownTree, REPO } from './harness.js';
 
 /** Run a host tool as ourselves (root in CI); throws with its output when it fails. */
 export function tool(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): string {
-  const r = spawnSync(cmd, args, { cwd: opts.cwd, input: opts.input, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  const r = spawnSync(cmd, args, {
+    cwd: opts.cwd,
+    input: opts.input,
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}:\n${r.stdout}${r.stderr}`);
   return r.stdout;
-}
-
-/** Like `tool`, but returns the result instead of throwing. */
-export function toolResult(cmd: string, args: string[], opts: { cwd?: string } = {}): Result {
-  const r = spawnSync(cmd, args, { cwd: opts.cwd, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-  if (r.error) throw r.error;
-  const stdout = r.stdout ?? '';
-  const stderr = r.stderr ?? '';
-  return { code: r.status ?? 128, stdout, stderr, output: stdout + stderr };
 }
 
 /** Make the busybox base rootfs tarball at `dest` with tools/make-busybox-rootfs.sh, owned by the test user. */
@@ -31,11 +27,6 @@ export function makeBusybox(dest: string): void {
 
 export function sha256(path: string): string {
   return tool('sha256sum', [path]).split(/\s+/)[0];
-}
-
-/** `jq FILTER` over a JSON text; the result parsed back. */
-export function jq(filter: string, json: string): unknown {
-  return JSON.parse(tool('jq', ['-c', filter], { input: json }));
 }
 
 /** `skopeo inspect oci:LAYOUT:TAG` (raw manifest with `raw`, image config with `config`). */
@@ -151,12 +142,3 @@ export function childrenBeforeParents(entries: TarEntry[]): string[] {
 export function stackTraceLines(output: string): string[] {
   return output.split('\n').filter((l) => /^\s+at\s.+(\(.*:\d+:\d+\)|:\d+:\d+)$/.test(l));
 }
-
-export const hasTool = (name: string): boolean => {
-  try {
-    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-};

@@ -71,9 +71,12 @@ describe('stacker build --order-only', () => {
   });
 
   it('accepts --work-dir and --oci-dir before the command', () => {
-    const r = stacker(['--work-dir', join(dir, 'W'), '--oci-dir', 'X', 'build', '--order-only', '-f', 'stacker.yaml'], {
-      cwd: dir,
-    });
+    const r = stacker(
+      ['--work-dir', join(dir, 'W'), '--oci-dir', 'X', 'build', '--order-only', '-f', 'stacker.yaml'],
+      {
+        cwd: dir,
+      },
+    );
     expect(r.code, r.output).toBe(0);
     expectOrderOutput(r.stdout);
   });
@@ -109,7 +112,10 @@ describe('global flags on a real build', () => {
     // a tiny scratch image: no base to unpack, no run
     mkdirSync(sub);
     write(join(sub, 'f.txt'), 'hello\n');
-    write(join(sub, 'stacker.yaml'), 'one:\n  from:\n    type: scratch\n  imports:\n    - path: ./f.txt\n      dest: /f.txt\n');
+    write(
+      join(sub, 'stacker.yaml'),
+      'one:\n  from:\n    type: scratch\n  imports:\n    - path: ./f.txt\n      dest: /f.txt\n',
+    );
     chownTree(sub);
     const r = stacker(['--work-dir', w, '--oci-dir', 'X', 'build', '-f', 'stacker.yaml'], { cwd: sub });
     expect(r.code, r.output).toBe(0);

@@ -4,6 +4,9 @@ import { needsNamespace } from '../dist/early.js';
 
 const args = normaliseArgv(process.argv.slice(2));
 if (needsNamespace(args) && !process.env._STACKER_REEXEC) {
+  // inside the namespace everyone is root: remember who built, for the image's author
+  const { hostname, userInfo } = await import('node:os');
+  process.env._STACKER_AUTHOR ??= `${process.env.SUDO_USER || userInfo().username}@${hostname()}`;
   // Enter the user namespace first thing: only the re-executed child loads the CLI.
   const { reexecInUserNamespace } = await import('@stacker/runtime/userns');
   try {

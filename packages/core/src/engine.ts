@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname, userInfo } from 'node:os';
 import { dirname, join, posix, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import {
   type BaseImage,
+  type Change,
   type Descriptor,
   type DriverContext,
   type ImageConfig,
@@ -16,7 +17,7 @@ import {
   UserError,
   type Viewer,
 } from '@stacker/plugin-api';
-import { OciLayout, putLayer, unpackLayer } from '@stacker/oci';
+import { OciLayout, putLayer, sortChanges, unpackLayer } from '@stacker/oci';
 import {
   createInRoot,
   DEFAULT_PATH,
@@ -58,6 +59,8 @@ export interface BuildOptions {
   /** Concurrent stanzas (default: number of cores). */
   jobs?: number;
   signal?: AbortSignal;
+  /** `user@host` for the config's author (default: this process's user and host). */
+  author?: string;
   /** Ignore the build cache (`--no-cache`): rebuild every stanza. */
   noCache?: boolean;
   /** Progress callback for the live view. */
@@ -264,17 +267,42 @@ export class Builder {
     const diffIds: string[] = [];
     for (const l of layers) diffIds.push(await this.diffIdOf(l));
     const host = hostPlatform();
+    const created = await this.importTime(identity);
     const config: ImageConfig = {
       architecture: host.architecture,
       os: host.os,
       config: {},
       rootfs: { type: 'layers', diff_ids: diffIds },
-      history: [],
+      // one history entry per layer, as the image-spec asks of non-empty layers
+      history: layers.map(() => ({ created, created_by: `stacker import ${identity}`, author: this.author() })),
     };
     const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
     const manifest = buildManifest(cdesc, layers, {});
     const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
     return { manifest, manifestDigest: mdesc.digest, config, identity, layers };
+  }
+
+  /**
+   * When a base was first imported (SOURCE_DATE_EPOCH when set): remembered per base, so
+   * that rebuilding from the same tarball gives the same config bytes.
+   */
+  private async importTime(identity: string): Promise<string> {
+    const sde = this.opts.settings.sourceDateEpoch;
+    if (sde !== undefined) return isoTime(sde);
+    const dir = join(this.opts.settings.stackerDir, 'bases');
+    const file = join(dir, `${stanzaHash(identity).slice(0, 32)}.json`);
+    try {
+      const v = JSON.parse(await fsp.readFile(file, 'utf8')) as { created?: string };
+      if (typeof v.created === 'string') return v.created;
+    } catch {
+      /* first import of this base */
+    }
+    const created = isoTime(undefined);
+    await fsp.mkdir(dir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    await fsp.writeFile(tmp, JSON.stringify({ identity, created }));
+    await fsp.rename(tmp, file);
+    return created;
   }
 
   private diffIdOf(layer: Descriptor): Promise<string> {
@@ -419,7 +447,7 @@ export class Builder {
         arch: layer.arch,
       },
       newLayer,
-      { created, createdBy: `stacker build ${name}` },
+      { created, createdBy: `stacker build ${name}`, author: this.author() },
     );
     const ns = this.opts.annotationsNamespace ?? 'io.stackeroci';
     const annotations: Record<string, string> = {
@@ -449,6 +477,12 @@ export class Builder {
       log.info(`filesystem ${name} built successfully`);
     }
     return result;
+  }
+
+  /** stacker's author: `stacker` for reproducible builds, else user@host of who built it. */
+  private author(): string {
+    if (this.opts.settings.sourceDateEpoch !== undefined) return 'stacker';
+    return this.opts.author ?? `${userInfo().username}@${hostname()}`;
   }
 
   /** What the cache key knows of each import: content hashes, not paths or times. */
@@ -484,7 +518,11 @@ export class Builder {
     let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
     let snapshot = topSnapshot;
     const labels: Record<string, string> = {};
-    if (!needsRootfs) return { snapshot, labels };
+    if (!needsRootfs) {
+      // imports are still fetched and their hashes checked, as stacker does
+      if (layer.imports.length > 0) await this.stage(file, layer);
+      return { snapshot, labels };
+    }
     const key = `build-${name}-${shortId()}`;
     const rootfs = await this.driver.prepare(key, topSnapshot);
     let committed = false;
@@ -499,8 +537,12 @@ export class Builder {
         Object.assign(labels, await this.generateLabels(file, layer, rootfs, base, staged));
       }
       this.event(name, 'diffing');
-      const changes = await nonEmpty(this.driver.diff(key));
-      if (changes) {
+      // Sorted by tar name (a deletion of x sorts as .wh.x), whatever order the driver
+      // walks in, so every driver gives the same bytes. Only paths are held, never content.
+      const list: Change[] = [];
+      for await (const c of this.driver.diff(key)) list.push(c);
+      const changes = sortChanges(list);
+      if (changes.length > 0) {
         this.event(name, 'writing');
         const written = await putLayer(this.layout, changes, { compression: 'gzip', sourceDateEpoch: sde });
         newLayer = { descriptor: written.descriptor, diffId: written.diffId };
@@ -707,17 +749,6 @@ export class Builder {
     await fsp.rm(dir, { recursive: true, force: true });
     return out;
   }
-}
-
-/** The change stream, or undefined when it is empty (then no layer is written at all). */
-async function nonEmpty<T>(it: AsyncIterable<T>): Promise<AsyncIterable<T> | undefined> {
-  const iter = it[Symbol.asyncIterator]();
-  const first = await iter.next();
-  if (first.done) return undefined;
-  return (async function* () {
-    yield first.value;
-    for (let r = await iter.next(); !r.done; r = await iter.next()) yield r.value;
-  })();
 }
 
 async function exists(p: string): Promise<boolean> {

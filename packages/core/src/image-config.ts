@@ -46,7 +46,7 @@ export function buildImageConfig(
   base: ImageConfig | undefined,
   s: ConfigInputs,
   layer: { diffId: string } | undefined,
-  meta: { created: string; createdBy: string },
+  meta: { created: string; createdBy: string; author: string },
 ): ImageConfig {
   const host = hostPlatform();
   const bc = base?.config ?? {};
@@ -78,7 +78,7 @@ export function buildImageConfig(
   if (layer) diffIds.push(layer.diffId);
   return {
     created: meta.created,
-    author: 'stacker',
+    author: meta.author,
     architecture: s.arch ?? base?.architecture ?? host.architecture,
     os: s.os ?? base?.os ?? host.os,
     ...(base?.variant && !s.arch ? { variant: base.variant } : {}),
@@ -89,7 +89,7 @@ export function buildImageConfig(
       {
         created: meta.created,
         created_by: meta.createdBy,
-        author: 'stacker',
+        author: meta.author,
         ...(layer ? {} : { empty_layer: true }),
       },
     ],

@@ -67,8 +67,9 @@ export interface Viewer {
 export type Change =
   | { kind: 'add' | 'modify'; path: string; source: string }
   | { kind: 'delete'; path: string }
-  /** The directory replaces the parent's: its lower contents are hidden. The directory
-   * itself and its new children follow as separate `add` entries. */
+  /** The directory replaces the parent's: its lower contents are hidden. It comes right
+   * after the directory's own `add` entry (as `d/.wh..wh..opq` follows `d/` in a tar),
+   * before the directory's new children. */
   | { kind: 'opaque'; path: string };
 
 export type WhiteoutStyle =

@@ -8,9 +8,10 @@ const schema = z.looseObject({
 });
 type OciFrom = z.infer<typeof schema>;
 
-/** `path:tag`, where only the first colon separates: tags may contain colons. */
+/** `path:tag` as stacker reads it: the first colon separates (tags may contain colons),
+ * so `oci:base` is the tag `base` of the layout `./oci`. */
 export function splitOciUrl(url: string): { path: string; tag: string } | undefined {
-  const u = url.replace(/^oci:/, '');
+  const u = url;
   const i = u.indexOf(':');
   if (i <= 0 || i === u.length - 1) return undefined;
   return { path: u.slice(0, i), tag: u.slice(i + 1) };

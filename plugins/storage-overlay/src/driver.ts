@@ -302,11 +302,11 @@ async function* walkUpper(dir: string, rel: string): AsyncGenerator<Change> {
       continue;
     }
     if (st.isDirectory()) {
+      yield { kind: 'add', path, source };
       if (xattrs.includes('user.overlay.opaque')) {
         const v = (await getAttribute(source, 'user.overlay.opaque'))?.toString();
         if (v === 'y') yield { kind: 'opaque', path };
       }
-      yield { kind: 'add', path, source };
       yield* walkUpper(source, path);
       continue;
     }
@@ -347,16 +347,13 @@ async function sameDirMetadata(upper: string, lowers: string[], path: string): P
  */
 async function* dropUnchangedCopyUps(changes: AsyncIterable<Change>, lowers: string[]): AsyncGenerator<Change> {
   const pending: Change[] = [];
-  let opaque: string | undefined;
-  const isAncestor = (dir: string, p: string) => p.startsWith(`${dir}/`);
+  // an opaque marker belongs to its directory (it follows the directory's own entry)
+  const covers = (dir: Change, c: Change) => c.path.startsWith(`${dir.path}/`) || (c.kind === 'opaque' && c.path === dir.path);
   for await (const c of changes) {
-    while (pending.length && !isAncestor(pending[pending.length - 1].path, c.path)) pending.pop();
-    if (c.kind === 'opaque') {
-      opaque = c.path;
-    } else if (
+    while (pending.length && !covers(pending[pending.length - 1], c)) pending.pop();
+    if (
       c.kind === 'add' &&
       lowers.length > 0 &&
-      opaque !== c.path &&
       (await lstat(c.source)).isDirectory() &&
       (await sameDirMetadata(c.source, lowers, c.path))
     ) {

@@ -71,6 +71,7 @@ export default class Build extends StackerCommand {
         stackerVersion: STACKER_VERSION,
         jobs: flags.jobs,
         noCache: flags['no-cache'],
+        author: process.env._STACKER_AUTHOR,
         signal: ac.signal,
       }).run();
     } catch (e) {
