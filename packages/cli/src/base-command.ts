@@ -41,7 +41,7 @@ export abstract class StackerCommand extends Command {
   }
 
   /** Resolve settings and start logging; every command calls this after parse(). */
-  protected setUp(flags: Record<string, unknown>): void {
+  protected setUp(flags: Record<string, unknown>, out?: { write(line: string): void }): void {
     this.debugMode = Boolean(flags.debug);
     if (flags.debug && flags.quiet) {
       throw new Errors.CLIError("debug and quiet don't make sense together");
@@ -53,6 +53,7 @@ export abstract class StackerCommand extends Command {
       logFile: flags['log-file'] as string | undefined,
       level: flags['log-level'] as string | undefined,
       timestamps: Boolean(flags['log-timestamp']),
+      out,
     });
     this.logger = this.created.log;
     this.logger.debug(`stacker version ${STACKER_VERSION}`);

@@ -9,13 +9,15 @@ export interface LogOptions {
   logFile?: string;
   level?: string;
   timestamps: boolean;
+  /** Where plain lines go instead of stderr (the live progress view, on a terminal). */
+  out?: { write(line: string): void };
 }
 
 /**
  * A sink that prints each pino record as stacker does: the message alone, one line, so that
  * scripts written against stacker's output keep matching.
  */
-function plainSink(out: NodeJS.WritableStream, timestamps: boolean) {
+function plainSink(out: { write(s: string): unknown }, timestamps: boolean) {
   return {
     write(line: string) {
       let rec: { msg?: string; time?: number; err?: { message?: string; stack?: string }; stanza?: string };
@@ -49,6 +51,8 @@ export function createLogger(opts: LogOptions): CreatedLogger {
     streams.push({ level: fileLevel as pino.Level, stream: opts.json ? file : plainSink(file, true) });
   } else if (opts.json) {
     streams.push({ level: level as pino.Level, stream: process.stderr });
+  } else if (opts.out) {
+    streams.push({ level: level as pino.Level, stream: plainSink(opts.out, opts.timestamps) });
   } else if (process.stderr.isTTY) {
     streams.push({
       level: level as pino.Level,

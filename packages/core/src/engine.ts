@@ -207,7 +207,10 @@ export class Builder {
             if (this.opts.signal?.aborted) throw new Skipped();
             await this.buildStanza(file, byName.get(name)!);
           } catch (e) {
-            if (!(e instanceof Skipped)) failures.push(e);
+            if (!(e instanceof Skipped)) {
+              failures.push(e);
+              this.event(name, 'failed');
+            }
             throw e;
           } finally {
             release();

@@ -44,13 +44,18 @@ function normaliseKey(key: string): string {
   return k;
 }
 
-function decodeEntry(entry: unknown, file: string, key: string): { username: string; password: string } | undefined {
+function decodeEntry(
+  entry: unknown,
+  file: string,
+  key: string,
+): { username: string; password: string } | undefined {
   if (!entry || typeof entry !== 'object') return undefined;
   const e = entry as { auth?: unknown; username?: unknown; password?: unknown };
   if (typeof e.auth === 'string' && e.auth.length > 0) {
     const text = Buffer.from(e.auth, 'base64').toString('utf8');
     const i = text.indexOf(':');
-    if (i <= 0) throw credentialsError(`${file}: the "auth" of ${key} is not base64 of USER:PASSWORD; log in again`);
+    if (i <= 0)
+      throw credentialsError(`${file}: the "auth" of ${key} is not base64 of USER:PASSWORD; log in again`);
     return { username: text.slice(0, i), password: text.slice(i + 1) };
   }
   if (typeof e.username === 'string' && typeof e.password === 'string' && e.username) {
@@ -73,7 +78,10 @@ export function findCredentials(
     if (!opts.username || opts.password === undefined) {
       throw credentialsError('supply both username and password, or none of them');
     }
-    return { credentials: { username: opts.username, password: opts.password, source: '--username/--password' }, searched: [] };
+    return {
+      credentials: { username: opts.username, password: opts.password, source: '--username/--password' },
+      searched: [],
+    };
   }
   const files = opts.files ?? credentialFiles(opts.env);
   const searched: string[] = [];
@@ -97,7 +105,8 @@ export function findCredentials(
     let best: { key: string; len: number } | undefined;
     for (const key of Object.keys(auths)) {
       const k = normaliseKey(key);
-      const matches = k === registry || (k.startsWith(`${registry}/`) && (wanted === k || wanted.startsWith(`${k}/`)));
+      const matches =
+        k === registry || (k.startsWith(`${registry}/`) && (wanted === k || wanted.startsWith(`${k}/`)));
       if (matches && (!best || k.length > best.len)) best = { key, len: k.length };
     }
     if (!best) continue;
@@ -109,7 +118,8 @@ export function findCredentials(
 
 /** How credentials are described in errors: the user and the place, never the password. */
 export function describeCredentials(lookup: CredentialLookup): string {
-  if (lookup.credentials) return `the credentials of user ${JSON.stringify(lookup.credentials.username)} from ${lookup.credentials.source}`;
+  if (lookup.credentials)
+    return `the credentials of user ${JSON.stringify(lookup.credentials.username)} from ${lookup.credentials.source}`;
   if (lookup.searched.length === 0) return 'no credentials (none given and no credential file found)';
   return `no credentials (none for this registry in ${lookup.searched.join(', ')})`;
 }

@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   digestMismatch: 'REGISTRY_DIGEST_MISMATCH',
   sizeMismatch: 'REGISTRY_SIZE_MISMATCH',
   unreachable: 'REGISTRY_UNREACHABLE',
+  tls: 'REGISTRY_TLS',
   badResponse: 'REGISTRY_BAD_RESPONSE',
   unsupported: 'REGISTRY_UNSUPPORTED',
   noPlatform: 'REGISTRY_NO_PLATFORM',
@@ -30,7 +31,10 @@ function at(w: Where): string {
 }
 
 export function badReference(ref: string, why: string): UserError {
-  return new UserError(ERROR_CODES.badReference, `${JSON.stringify(ref)} is not a valid image reference: ${why}.`);
+  return new UserError(
+    ERROR_CODES.badReference,
+    `${JSON.stringify(ref)} is not a valid image reference: ${why}.`,
+  );
 }
 
 export function unauthorized(w: Where, what: string, tried: string, detail?: string): UserError {
@@ -75,6 +79,13 @@ export function unreachable(w: Where, what: string, cause: string, attempts: num
     ERROR_CODES.unreachable,
     `${at(w)}: ${what} failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${cause}.`,
   );
+}
+
+export function tlsFailure(w: Where, what: string, code: string): UserError {
+  const hint = /WRONG_VERSION_NUMBER|PACKET_LENGTH|HTTP_REQUEST/.test(code)
+    ? 'the registry does not seem to speak TLS; use --skip-tls (publish) or insecure: true (from:) for a plain http registry'
+    : 'its TLS certificate is not trusted; add its CA to the system store, or use plain http with --skip-tls / insecure: true';
+  return new UserError(ERROR_CODES.tls, `${at(w)}: ${what} failed (${code}): ${hint}.`);
 }
 
 export function badResponse(w: Where, what: string, why: string): UserError {

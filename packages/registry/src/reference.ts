@@ -19,7 +19,8 @@ export const DOCKER_HUB_ENDPOINT = 'registry-1.docker.io';
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
-const HOST = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?$/;
+const HOST =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?$/;
 
 /**
  * Parse `docker://NAME` (the prefix is optional). The first path component is a registry
@@ -64,7 +65,10 @@ export function parseImageReference(input: string, opts: { allowBare?: boolean }
   if (path.length === 0) throw badReference(input, 'it names no repository');
   for (const c of path.split('/')) {
     if (!COMPONENT.test(c)) {
-      throw badReference(input, `the repository component ${JSON.stringify(c)} must be lowercase letters, digits and separators (. _ -)`);
+      throw badReference(
+        input,
+        `the repository component ${JSON.stringify(c)} must be lowercase letters, digits and separators (. _ -)`,
+      );
     }
   }
   if (registry === DOCKER_HUB || registry === 'index.docker.io' || registry === DOCKER_HUB_ENDPOINT) {

@@ -38,7 +38,7 @@ export async function setReadOnly(path: string, readOnly: boolean): Promise<void
 /** Is `path` the root of a subvolume (as opposed to a plain directory, or missing)? */
 export async function isSubvolume(path: string): Promise<boolean> {
   const st = await lstat(path).catch(() => undefined);
-  return st !== undefined && st.isDirectory() && st.ino === SUBVOLUME_ROOT_INO;
+  return st?.isDirectory() === true && st.ino === SUBVOLUME_ROOT_INO;
 }
 
 /**

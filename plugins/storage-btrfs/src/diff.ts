@@ -16,7 +16,7 @@ import type { Change } from '@stacker/plugin-api';
  *
  * Order matches a walk of the tree with each directory's names in byte order, parents
  * before children, deletions in the place of the deleted name, and an opaque marker right
- * before its directory: the same order the overlay driver gives, so both drivers produce
+ * after its directory's own entry (as `d/.wh..wh..opq` follows `d/` in a tar): the same order the overlay driver gives, so both drivers produce
  * byte-identical layers for the same change. Unchanged directories that hold a change are
  * emitted too (as `modify`), as overlay's copied-up directories are.
  */
@@ -37,7 +37,12 @@ async function names(dir: string | undefined): Promise<Set<string>> {
  * `pending` holds unchanged ancestor directories not yet emitted; they are emitted (in
  * order) just before the first change found below them.
  */
-async function* walk(upperDir: string, lowerDir: string | undefined, rel: string, pending: Change[]): AsyncGenerator<Change> {
+async function* walk(
+  upperDir: string,
+  lowerDir: string | undefined,
+  rel: string,
+  pending: Change[],
+): AsyncGenerator<Change> {
   const upperNames = await names(upperDir);
   const lowerNames = await names(lowerDir);
   const all = [...new Set([...upperNames, ...lowerNames])].sort(compareNames);
@@ -51,11 +56,12 @@ async function* walk(upperDir: string, lowerDir: string | undefined, rel: string
       continue;
     }
     const u = await lstat(source, { bigint: true });
-    const l = lowerPath !== undefined && lowerNames.has(n) ? await lstat(lowerPath, { bigint: true }) : undefined;
+    const l =
+      lowerPath !== undefined && lowerNames.has(n) ? await lstat(lowerPath, { bigint: true }) : undefined;
     if (l === undefined || u.ino !== l.ino || fileType(u) !== fileType(l)) {
       yield* pending.splice(0);
-      if (l !== undefined && u.isDirectory()) yield { kind: 'opaque', path };
       yield { kind: l === undefined || u.isDirectory() ? 'add' : 'modify', path, source };
+      if (l !== undefined && u.isDirectory()) yield { kind: 'opaque', path };
       if (u.isDirectory()) yield* addTree(source, path);
       continue;
     }
@@ -93,7 +99,12 @@ function fileType(st: BigIntStats): bigint {
   return st.mode & 0o170000n;
 }
 
-async function sameEntry(u: BigIntStats, l: BigIntStats, upperPath: string, lowerPath: string): Promise<boolean> {
+async function sameEntry(
+  u: BigIntStats,
+  l: BigIntStats,
+  upperPath: string,
+  lowerPath: string,
+): Promise<boolean> {
   if (
     u.ctimeNs !== l.ctimeNs ||
     u.mtimeNs !== l.mtimeNs ||

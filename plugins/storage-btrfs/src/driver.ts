@@ -128,7 +128,8 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     if (!meta) throw new Error(`btrfs: no active snapshot ${key}`);
     let lower: string | undefined;
     if (meta.parent !== undefined) {
-      if (!(await this.committedMeta(meta.parent))) throw new Error(`btrfs: parent snapshot ${meta.parent} of ${key} is gone`);
+      if (!(await this.committedMeta(meta.parent)))
+        throw new Error(`btrfs: parent snapshot ${meta.parent} of ${key} is gone`);
       lower = join(this.committedPath(meta.parent), 'fs');
     }
     yield* diffTrees(join(this.activePath(key), 'fs'), lower);
@@ -140,7 +141,8 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     const active = this.activePath(key);
     const dest = this.committedPath(name);
     if (existsSync(dest)) {
-      if (!(await this.committedMeta(name))) throw new Error(`btrfs: ${dest} is not the snapshot ${name} (id collision or damaged meta.json)`);
+      if (!(await this.committedMeta(name)))
+        throw new Error(`btrfs: ${dest} is not the snapshot ${name} (id collision or damaged meta.json)`);
       this.ctx.log.debug({ name, key }, 'btrfs: already committed, dropping the active snapshot');
       await removeSnapshotDir(active);
       return;

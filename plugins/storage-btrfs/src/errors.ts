@@ -13,7 +13,10 @@ export function notBtrfs(rootsDir: string, fsType: string): UserError {
 }
 
 export function btrfsToolMissing(): UserError {
-  return new UserError('btrfs-progs-missing', 'the `btrfs` command was not found; install btrfs-progs (e.g. `sudo apt-get install btrfs-progs`).');
+  return new UserError(
+    'btrfs-progs-missing',
+    'the `btrfs` command was not found; install btrfs-progs (e.g. `sudo apt-get install btrfs-progs`).',
+  );
 }
 
 export function subvolumesUnusable(rootsDir: string, detail: string): UserError {

@@ -1,9 +1,9 @@
 import type { StorageModule } from '@stacker/plugin-api';
 import { btrfsFactory } from './factory.js';
 
-export { BtrfsDriver, ID_LENGTH, snapshotId } from './driver.js';
 export { diffTrees } from './diff.js';
+export { BtrfsDriver, ID_LENGTH, snapshotId } from './driver.js';
 export * from './errors.js';
-export { checkBtrfs, btrfsFactory } from './factory.js';
+export { btrfsFactory, checkBtrfs } from './factory.js';
 
 export const storage: StorageModule['storage'] = [btrfsFactory];

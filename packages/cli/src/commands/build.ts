@@ -6,6 +6,7 @@ import { StackerCommand } from '../base-command.js';
 import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
 import { STACKER_VERSION } from '../version.js';
 import { formatOrder } from '../order.js';
+import { ProgressView } from '../progress.js';
 
 export default class Build extends StackerCommand {
   static override summary = 'builds a new OCI image from a stacker yaml file';
@@ -33,7 +34,12 @@ export default class Build extends StackerCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Build);
-    this.setUp(flags);
+    // the live view needs a terminal on stderr, where it draws, and is off with --quiet/--json
+    const live =
+      !flags['order-only'] && !flags.quiet && !flags.json && !flags['log-file'] &&
+      Boolean(process.stderr.isTTY) && (flags.progress ?? Boolean(process.stdout.isTTY));
+    const view = live ? new ProgressView() : undefined;
+    this.setUp(flags, view);
     if (flags['on-run-failure'] && flags['shell-fail']) {
       throw new UserError('flags', '--shell-fail and --on-run-failure cannot be used together; pick one');
     }
@@ -59,6 +65,7 @@ export default class Build extends StackerCommand {
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    view?.start();
     try {
       await new Builder({
         files,
@@ -73,12 +80,14 @@ export default class Build extends StackerCommand {
         noCache: flags['no-cache'],
         author: process.env._STACKER_AUTHOR,
         signal: ac.signal,
+        onEvent: view ? (e) => view.event(e) : undefined,
       }).run();
     } catch (e) {
       // killed by a signal: containers are gone and mounts released; exit as the shell expects
       if (stoppedBy) this.exit(stoppedBy === 'SIGINT' ? 130 : 143);
       throw e;
     } finally {
+      view?.stop();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }

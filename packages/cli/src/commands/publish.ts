@@ -38,7 +38,7 @@ export default class Publish extends StackerCommand {
       description: 'publish only this layer; can be supplied multiple times',
     }),
     force: Flags.boolean({
-      description: 'force publishing the images present in the OCI layout even if they should be rebuilt',
+      description: 'publish the images present in the OCI layout, skipping layers that were never built',
     }),
     'show-only': Flags.boolean({
       description: 'show the images to be published without actually publishing them',

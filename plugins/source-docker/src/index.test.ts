@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import { silentLogger } from '@stacker/plugin-api';
+import { digestOf, FakeRegistry, MemoryStore } from '@stacker/registry/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dockerSource } from './index.js';
+
+const running: FakeRegistry[] = [];
+afterEach(async () => {
+  while (running.length) await running.pop()!.stop();
+});
+
+function ctx(blobs: MemoryStore, signal = new AbortController().signal) {
+  return {
+    stanza: 'base',
+    stackerFile: '/p/stacker.yaml',
+    resolvePath: (p: string) => p,
+    cacheDir: '/tmp',
+    blobs: blobs as any,
+    platform: { os: 'linux', architecture: 'amd64' },
+    log: silentLogger,
+    builtImage: async () => {
+      throw new Error('no');
+    },
+    imageFromLayers: async () => {
+      throw new Error('no');
+    },
+    signal,
+  };
+}
+
+function seed(r: FakeRegistry, tag: string) {
+  const layer = randomBytes(1000);
+  const l = {
+    mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
+    digest: r.putBlob('lib/bb', layer),
+    size: layer.length,
+  };
+  const cfg = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      rootfs: { type: 'layers', diff_ids: [l.digest] },
+      config: { Env: [tag] },
+    }),
+  );
+  const c = {
+    mediaType: 'application/vnd.docker.container.image.v1+json',
+    digest: r.putBlob('lib/bb', cfg),
+    size: cfg.length,
+  };
+  const mt = 'application/vnd.docker.distribution.manifest.v2+json';
+  return r.putManifest('lib/bb', tag, { schemaVersion: 2, mediaType: mt, config: c, layers: [l] }, mt);
+}
+
+describe('docker source', () => {
+  it('validates from:', () => {
+    expect(
+      dockerSource.schema.safeParse({ type: 'docker', url: 'docker://h/x', insecure: true }).success,
+    ).toBe(true);
+    expect(
+      dockerSource.schema.safeParse({ type: 'docker', url: 'docker://h/x', insecure: 'yes' }).success,
+    ).toBe(false);
+  });
+
+  it('resolves a registry image into the blob store, docker media types kept', async () => {
+    const r = await new FakeRegistry().start();
+    running.push(r);
+    const m = seed(r, 'latest');
+    const store = new MemoryStore();
+    const from = { type: 'docker' as const, url: `docker://${r.host}/lib/bb:latest`, insecure: true };
+    const base = await dockerSource.resolve(from, ctx(store));
+    expect(base.manifestDigest).toBe(m.digest);
+    expect(base.identity).toBe(m.digest);
+    expect(base.layers[0].mediaType).toBe('application/vnd.docker.image.rootfs.diff.tar.gzip');
+    expect(digestOf(store.blobs.get(m.digest)!.bytes)).toBe(m.digest);
+    expect(base.config.rootfs.diff_ids.length).toBe(1);
+    expect(await dockerSource.identity!(from, ctx(store))).toBe(m.digest);
+    // the tag moves: identity notices
+    const m2 = seed(r, 'latest');
+    expect(await dockerSource.identity!(from, ctx(store))).toBe(m2.digest);
+  });
+
+  it('errors name the stanza, the registry and the tag', async () => {
+    const r = await new FakeRegistry().start();
+    running.push(r);
+    seed(r, 'latest');
+    const from = { type: 'docker' as const, url: `docker://${r.host}/lib/bb:nope`, insecure: true };
+    await expect(dockerSource.resolve(from, ctx(new MemoryStore()))).rejects.toThrow(
+      `base: registry ${r.host} repository lib/bb has no tag "nope" (404 not found).`,
+    );
+    await expect(
+      dockerSource.resolve({ ...from, url: 'docker://h/UPPER' }, ctx(new MemoryStore())),
+    ).rejects.toThrow(/^base: "docker:\/\/h\/UPPER" is not a valid/);
+  });
+});

@@ -1,0 +1,104 @@
+import { isUserError, type Source, type SourceContext, UserError } from '@stacker/plugin-api';
+import {
+  type ImageReference,
+  parseImageReference,
+  pullImage,
+  RegistryClient,
+  referenceOf,
+} from '@stacker/registry';
+import { z } from 'zod';
+
+const schema = z.looseObject({
+  type: z.literal('docker'),
+  url: z.string().min(1, 'url: docker://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]'),
+  /** Plain http, for registries without TLS. */
+  insecure: z.boolean().optional(),
+});
+type DockerFrom = z.infer<typeof schema>;
+
+// One client per registry for a build (its abort signal): bearer tokens and the knowledge
+// of which repository holds which blob are shared by every stanza that pulls from it.
+const clients = new WeakMap<AbortSignal, Map<string, RegistryClient>>();
+
+function clientFor(ref: ImageReference, insecure: boolean, ctx: SourceContext): RegistryClient {
+  let perBuild = clients.get(ctx.signal);
+  if (!perBuild) {
+    perBuild = new Map();
+    clients.set(ctx.signal, perBuild);
+  }
+  const key = `${insecure ? 'http' : 'https'}://${ref.endpoint}`;
+  let c = perBuild.get(key);
+  if (!c) {
+    c = RegistryClient.forReference(ref, { insecure, log: ctx.log, signal: ctx.signal });
+    perBuild.set(key, c);
+  }
+  return c;
+}
+
+function parse(from: DockerFrom, ctx: SourceContext): ImageReference {
+  try {
+    return parseImageReference(from.url);
+  } catch (e) {
+    throw inStanza(e, ctx);
+  }
+}
+
+/** A registry error with the stanza in front, so the user knows which `from:` failed. */
+function inStanza(e: unknown, ctx: SourceContext): unknown {
+  if (!isUserError(e)) return e;
+  return new UserError(
+    e.code,
+    `${ctx.stanza}: ${e.message}`,
+    { ...e.place, stanza: ctx.stanza, key: 'from.url' },
+    { cause: e },
+  );
+}
+
+/**
+ * `from: {type: docker, url: docker://HOST/REPO:TAG, insecure: true}`: an image in a
+ * registry. The manifest (for the stanza's platform when the tag is an index), config and
+ * layers are downloaded into the build's layout by digest, each verified; blobs already
+ * there are not downloaded again. Layers are used as they are, docker media types too.
+ * Credentials come from the standard files (containers' auth.json, ~/.docker/config.json).
+ */
+export const dockerSource: Source<DockerFrom> = {
+  type: 'docker',
+  schema,
+  async identity(from, ctx) {
+    const ref = parse(from, ctx);
+    try {
+      const digest = await clientFor(ref, from.insecure === true, ctx).resolveDigest(
+        ref.repository,
+        referenceOf(ref),
+        ctx.platform,
+      );
+      return digest;
+    } catch (e) {
+      throw inStanza(e, ctx);
+    }
+  },
+  async resolve(from, ctx) {
+    const ref = parse(from, ctx);
+    const client = clientFor(ref, from.insecure === true, ctx);
+    try {
+      const img = await pullImage(client, ref.repository, referenceOf(ref), ctx.blobs, {
+        platform: ctx.platform,
+        log: ctx.log,
+      });
+      ctx.log.debug(
+        `${ctx.stanza}: ${from.url} is ${img.manifestDigest} (${img.pulled.length} blobs downloaded)`,
+      );
+      return {
+        manifest: img.manifest,
+        manifestDigest: img.manifestDigest,
+        config: img.config,
+        identity: img.manifestDigest,
+        layers: img.manifest.layers,
+      };
+    } catch (e) {
+      throw inStanza(e, ctx);
+    }
+  },
+};
+
+export const sources = [dockerSource];

@@ -1,0 +1,245 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import {
+  appendFile,
+  link,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Change, type DriverContext, silentLogger } from '@stacker/plugin-api';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BtrfsDriver } from './driver.js';
+import { btrfsFactory, storage } from './index.js';
+import {
+  buildIfStale,
+  haveTestUser,
+  isRoot,
+  type LoopBtrfs,
+  makeLoopBtrfs,
+  pkg,
+  repo,
+  runFixture,
+  TEST_USER,
+} from './test-loop-btrfs.js';
+
+const fixture = join(pkg, 'src', 'test-fixture-scenario.mjs');
+
+function ctxFor(rootsDir: string): DriverContext {
+  return {
+    rootsDir,
+    log: silentLogger,
+    unpack: async () => {
+      throw new Error('not used');
+    },
+  };
+}
+
+async function changes(driver: BtrfsDriver, key: string): Promise<string[]> {
+  const out: string[] = [];
+  const root = driver.rootfs(key);
+  for await (const c of driver.diff(key) as AsyncIterable<Change>) {
+    if (c.kind === 'add' || c.kind === 'modify') {
+      out.push(
+        c.source === join(root as string, c.path)
+          ? `${c.kind} ${c.path}`
+          : `${c.kind} ${c.path} BAD SOURCE ${c.source}`,
+      );
+    } else out.push(`${c.kind} ${c.path}`);
+  }
+  return out;
+}
+
+describe('btrfs driver without a btrfs', () => {
+  it('is exported as the `btrfs` storage type', () => {
+    expect(storage).toEqual([btrfsFactory]);
+    expect(btrfsFactory.type).toBe('btrfs');
+    expect(btrfsFactory.description).toMatch(/user_subvol_rm_allowed/);
+  });
+
+  it('check refuses a roots dir that is not on btrfs and says how to fix it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stacker-btrfs-nobtrfs-'));
+    try {
+      const type = execFileSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).trim();
+      if (type === 'btrfs') return; // this machine's temp dir is btrfs: nothing to refuse
+      const err = await btrfsFactory.check?.(ctxFor(join(dir, 'roots'))).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'btrfs-not-btrfs', userError: true });
+      expect((err as Error).message).toContain(`is on ${type}, not btrfs`);
+      expect((err as Error).message).toContain('sudo stacker setup --btrfs 10G');
+      expect((err as Error).message).toContain('user_subvol_rm_allowed');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.runIf(isRoot)('btrfs driver on a loop-mounted btrfs', () => {
+  let fs: LoopBtrfs;
+  let noRm: LoopBtrfs;
+  beforeAll(() => {
+    buildIfStale(join(repo, 'packages', 'plugin-api'), true);
+    buildIfStale(join(repo, 'packages', 'runtime'), true);
+    buildIfStale(pkg);
+    fs = makeLoopBtrfs();
+    noRm = makeLoopBtrfs('loop', '256M');
+  }, 120_000);
+  afterAll(() => {
+    fs?.dispose();
+    noRm?.dispose();
+  });
+
+  const EXPECTED = {
+    checked: true,
+    checkLeftNothing: true,
+    baseIsSubvolume: true,
+    unpackOptions: { whiteouts: 'delete' },
+    baseDiff: [
+      'add a',
+      'add a/gone',
+      'add a/keep',
+      'add bin',
+      'add bin/busybox',
+      'add bin/sh',
+      'add d',
+      'add d/old1',
+      'add d/sub',
+      'add d/sub/old2',
+      'add dev',
+      'add etc',
+      'add etc/passwd',
+      'add etc/resolv.conf',
+      'add proc',
+      'add sys',
+    ],
+    existsC1: true,
+    existsC2: false,
+    extractGone: true,
+    committedReadOnly: 'EROFS',
+    buildRootfs: true,
+    runcExit: 0,
+    runcOutput: ['keep', 'more'],
+    // The same entries, in the same order, as the overlay driver gives for the same build.
+    buildDiff: [
+      'modify a',
+      'delete a/gone',
+      'modify a/keep',
+      'add d',
+      'opaque d',
+      'add d/new',
+      'add from-runc',
+      'add new',
+      'add new/file.txt',
+    ],
+    buildActiveAfterCommit: false,
+    existsC2After: true,
+    againGone: true,
+    grand: {
+      keep: 'keep\nmore\n',
+      a: ['keep'],
+      d: ['new'],
+      new: 'new\n',
+      fromRunc: 'ran\n',
+      passwd: 'root:x:0:0::/:/bin/sh\n',
+    },
+    grandDiff: [],
+    removeC2: 'btrfs-snapshot-in-use',
+    removeC1: 'removed',
+    grandStillReads: 'keep\nmore\n',
+    grandRemoved: true,
+    afterCleanup: { active: [], snapshots: 1, c2: true },
+    finalSnapshots: 0,
+  };
+
+  it.runIf(haveTestUser())('works unprivileged, inside a user namespace', () => {
+    expect(runFixture(fixture, [fs.dirFor(TEST_USER, 'scenario-user')], 'user')).toEqual(EXPECTED);
+  });
+
+  it('works as real root', () => {
+    expect(runFixture(fixture, [fs.dirFor('root', 'scenario-root')], 'root')).toEqual(EXPECTED);
+  });
+
+  it.runIf(haveTestUser())('check says what to do when subvolumes cannot be deleted unprivileged', () => {
+    const roots = noRm.dirFor(TEST_USER, 'roots');
+    const script = `import { checkBtrfs } from ${JSON.stringify(join(pkg, 'dist', 'index.js'))};
+      import { silentLogger } from '@stacker/plugin-api';
+      try { await checkBtrfs({ rootsDir: process.argv[1], log: silentLogger }); console.log(JSON.stringify({ ok: true })); }
+      catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+    const out = JSON.parse(
+      execFileSync(
+        'runuser',
+        [
+          '-u',
+          TEST_USER,
+          '--',
+          'unshare',
+          '--user',
+          '--map-auto',
+          '--map-root-user',
+          '--mount',
+          '--fork',
+          process.execPath,
+          '--input-type=module',
+          '-e',
+          script,
+          roots,
+        ],
+        { cwd: pkg, encoding: 'utf8' },
+      ),
+    );
+    expect(out.code).toBe('btrfs-subvolumes-unusable');
+    expect(out.message).toContain('sudo stacker setup --btrfs 10G');
+    expect(out.message).toContain('user_subvol_rm_allowed');
+    // and what it tried is gone again (root can see it: nothing but the btrfs dir)
+    expect(execFileSync('find', [roots, '-mindepth', '2'], { encoding: 'utf8' })).toMatch(
+      /^(.*\.check-[^\n]*\n)*$/,
+    );
+  });
+
+  it('diffs by inode metadata: type changes, renames, hardlinked files, untouched trees', async () => {
+    const driver = await BtrfsDriver.open(ctxFor(fs.dirFor('root', 'direct')));
+    const b = await driver.prepare('b', undefined);
+    await mkdir(join(b, 'dir2file/sub'), { recursive: true });
+    await writeFile(join(b, 'file2dir'), 'f');
+    await mkdir(join(b, 'mv-me/inner'), { recursive: true });
+    await writeFile(join(b, 'mv-me/inner/x'), 'x');
+    await writeFile(join(b, 'h1'), 'one');
+    await link(join(b, 'h1'), join(b, 'h2'));
+    await mkdir(join(b, 'big/deeper/still'), { recursive: true });
+    await writeFile(join(b, 'big/deeper/still/file'), 'same');
+    await symlink('h1', join(b, 'ln'));
+    await driver.commit('base', 'b');
+
+    const k = await driver.prepare('k', 'base');
+    expect(await changes(driver, 'k')).toEqual([]);
+    await readFile(join(k, 'big/deeper/still/file')); // reading changes nothing
+    await rm(join(k, 'dir2file'), { recursive: true });
+    await writeFile(join(k, 'dir2file'), 'now a file');
+    await rm(join(k, 'file2dir'));
+    await mkdir(join(k, 'file2dir'));
+    await rename(join(k, 'mv-me'), join(k, 'moved'));
+    await appendFile(join(k, 'h2'), ' more');
+    expect(await changes(driver, 'k')).toEqual([
+      'modify dir2file',
+      'add file2dir',
+      'opaque file2dir',
+      'modify h1',
+      'modify h2',
+      'add moved',
+      'add moved/inner',
+      'add moved/inner/x',
+      'delete mv-me',
+    ]);
+    await driver.remove('k');
+    await driver.remove('base');
+    expect(await readdir(driver.snapshotsDir)).toEqual([]);
+    expect(existsSync(join(driver.activeDir))).toBe(true);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).toContain(fs.mnt);
+  });
+});
