@@ -28,13 +28,17 @@ rm -f "$results"
 npx vitest run --reporter=default --reporter=json --outputFile="$results" "$@"
 rc=$?
 if [ -s "$results" ]; then
-  read -r passed failed < <(node -e '
+  read -r passed failed skipped < <(node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     const failedSuites = (r.testResults || []).filter((s) => s.status === "failed" && (s.assertionResults || []).length === 0).length;
-    console.log(r.numPassedTests, r.numFailedTests + failedSuites);' "$results")
+    console.log(r.numPassedTests, r.numFailedTests + failedSuites, r.numPendingTests + (r.numTodoTests || 0));' "$results")
 else
-  passed=0 failed=1
+  passed=0 failed=1 skipped=0
 fi
 [ "$rc" -ne 0 ] && [ "$failed" = 0 ] && failed=1
-summary "$passed" "$failed"
+if [ "${skipped:-0}" -gt 0 ]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  summary "$passed" "$failed"
+fi
 exit "$rc"

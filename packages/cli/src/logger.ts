@@ -1,6 +1,6 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { createRequire } from 'node:module';
 
 export interface LogOptions {
   debug: boolean;
@@ -56,7 +56,13 @@ export function createLogger(opts: LogOptions): CreatedLogger {
   } else if (process.stderr.isTTY) {
     streams.push({
       level: level as pino.Level,
-      stream: pretty({ sync: true, destination: 2, ignore: 'pid,hostname,stanza', translateTime: 'HH:MM:ss' }),
+      // loaded only for a terminal: it is a large module
+      stream: (createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty'))({
+        sync: true,
+        destination: 2,
+        ignore: 'pid,hostname,stanza',
+        translateTime: 'HH:MM:ss',
+      }),
     });
   } else {
     streams.push({ level: level as pino.Level, stream: plainSink(process.stderr, opts.timestamps) });

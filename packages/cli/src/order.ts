@@ -1,4 +1,4 @@
-import { orderFiles, planBuild } from '@stacker/core';
+import { orderFiles, planBuild } from '@stacker/core/dag';
 import type { StackerFile } from '@stacker/stackerfile';
 
 /**

@@ -1,4 +1,4 @@
-import { UserError } from '@stacker/plugin-api';
+import { UserError } from '@stacker/plugin-api/errors';
 
 /** Every error a user can fix that this package raises, made in one place. */
 

@@ -1,5 +1,4 @@
 import { Flags } from '@oclif/core';
-import { Builder } from '@stacker/core';
 import { UserError } from '@stacker/plugin-api';
 import { enterNamespaces } from '../namespaces.js';
 import { StackerCommand } from '../base-command.js';
@@ -67,6 +66,8 @@ export default class Build extends StackerCommand {
     process.once('SIGTERM', onSignal);
     view?.start();
     try {
+      // the engine is loaded only for a real build (--order-only stays quick)
+      const { Builder } = await import('@stacker/core');
       await new Builder({
         files,
         settings: this.settings,
