@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, IS_ROOT, TEST_USER, removeWorkdir, stacker, workdir, write } from './harness.js';
+import { CLI, IS_ROOT, removeWorkdir, stacker, TEST_USER, workdir, write } from './harness.js';
 import { layersOf, makeBusybox, tarList } from './oci-tools.js';
 
 /** Ten stanzas: a base, an import-using stanza and a chain hanging off it, and others. */
@@ -41,7 +41,9 @@ other${i}:
 
 function tags(dir: string, layout = 'oci'): Record<string, string> {
   const idx = JSON.parse(readFileSync(join(dir, layout, 'index.json'), 'utf8'));
-  return Object.fromEntries(idx.manifests.map((m: any) => [m.annotations['org.opencontainers.image.ref.name'], m.digest]));
+  return Object.fromEntries(
+    idx.manifests.map((m: any) => [m.annotations['org.opencontainers.image.ref.name'], m.digest]),
+  );
 }
 
 function built(output: string): string[] {
@@ -52,7 +54,12 @@ function cached(output: string): string[] {
   return [...output.matchAll(/^found cached layer (\S+)$/gm)].map((m) => m[1]).sort();
 }
 
-const ALL = ['after-importer', 'base', 'importer', ...Array.from({ length: 7 }, (_, i) => `other${i + 1}`)].sort();
+const ALL = [
+  'after-importer',
+  'base',
+  'importer',
+  ...Array.from({ length: 7 }, (_, i) => `other${i + 1}`),
+].sort();
 
 describe('build cache', () => {
   let dir: string;
@@ -89,7 +96,7 @@ describe('build cache', () => {
     expect(after.other3).toBe(before.other3);
   });
 
-  it('does not rebuild when only an import\'s mtime changed', () => {
+  it("does not rebuild when only an import's mtime changed", () => {
     const r0 = stacker(['build'], { cwd: dir });
     expect(r0.code, r0.output).toBe(0);
     const text = readFileSync(join(dir, 'input.txt'), 'utf8');
@@ -110,7 +117,10 @@ describe('build cache', () => {
   });
 
   it('ignores a cache file written by another version', () => {
-    write(join(dir, '.stacker', 'build.cache'), JSON.stringify({ format: 1, stackerVersion: '0.0.0-other', entries: {} }));
+    write(
+      join(dir, '.stacker', 'build.cache'),
+      JSON.stringify({ format: 1, stackerVersion: '0.0.0-other', entries: {} }),
+    );
     const r = stacker(['build'], { cwd: dir });
     expect(r.code, r.output).toBe(0);
     expect(r.output).toContain('it was written by another stacker version');
@@ -147,7 +157,11 @@ b:
       expect(r.code, r.output).toBe(0);
       expect(r.output).toContain('rebuilding cached layer due to use of binds in stacker file');
       expect(built(r.output)).toEqual(['b']);
-      expect(tarList(join(d, 'oci', 'blobs', ...layersOf(join(d, 'oci'), 'b').at(-1)!.split(':'))).map((e) => e.name)).toContain('copied');
+      expect(
+        tarList(join(d, 'oci', 'blobs', ...layersOf(join(d, 'oci'), 'b').at(-1)!.split(':'))).map(
+          (e) => e.name,
+        ),
+      ).toContain('copied');
     } finally {
       removeWorkdir(d);
     }

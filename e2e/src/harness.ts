@@ -32,7 +32,11 @@ export interface Result {
  * Run a command as the unprivileged test user (as root: through runuser; otherwise as
  * ourselves, who must then have a subuid range). Environment: a clean one, plus `env`.
  */
-export function asUser(cmd: string, args: string[], opts: { cwd: string; env?: Record<string, string>; input?: string; timeout?: number }): Result {
+export function asUser(
+  cmd: string,
+  args: string[],
+  opts: { cwd: string; env?: Record<string, string>; input?: string; timeout?: number },
+): Result {
   const env: Record<string, string> = {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     HOME: IS_ROOT ? `/home/${TEST_USER}` : (process.env.HOME ?? '/tmp'),

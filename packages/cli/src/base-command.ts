@@ -1,9 +1,9 @@
-import { Command, Flags, Errors } from '@oclif/core';
+import { Command, Errors, Flags } from '@oclif/core';
 import { isUserError } from '@stacker/plugin-api';
 import type { Logger } from 'pino';
-import { createLogger, type CreatedLogger } from './logger.js';
-import { resolveSettings, type Settings } from './settings.js';
+import { type CreatedLogger, createLogger } from './logger.js';
 import { OclifPluginRegistry } from './plugins.js';
+import { resolveSettings, type Settings } from './settings.js';
 import { STACKER_VERSION } from './version.js';
 
 /**
@@ -13,19 +13,42 @@ import { STACKER_VERSION } from './version.js';
  */
 export abstract class StackerCommand extends Command {
   static override baseFlags = {
-    'work-dir': Flags.string({ helpGroup: 'GLOBAL', description: "working directory for stacker's cache, OCI output and roots" }),
-    'stacker-dir': Flags.string({ helpGroup: 'GLOBAL', description: "directory for stacker's cache [default: .stacker]" }),
+    'work-dir': Flags.string({
+      helpGroup: 'GLOBAL',
+      description: "working directory for stacker's cache, OCI output and roots",
+    }),
+    'stacker-dir': Flags.string({
+      helpGroup: 'GLOBAL',
+      description: "directory for stacker's cache [default: .stacker]",
+    }),
     'oci-dir': Flags.string({ helpGroup: 'GLOBAL', description: 'directory for OCI output [default: oci]' }),
-    'roots-dir': Flags.string({ helpGroup: 'GLOBAL', description: 'directory for the rootfs output [default: roots]' }),
-    config: Flags.string({ helpGroup: 'GLOBAL', description: 'stacker config file with defaults [default: ~/.config/stacker/conf.yaml]' }),
+    'roots-dir': Flags.string({
+      helpGroup: 'GLOBAL',
+      description: 'directory for the rootfs output [default: roots]',
+    }),
+    config: Flags.string({
+      helpGroup: 'GLOBAL',
+      description: 'stacker config file with defaults [default: ~/.config/stacker/conf.yaml]',
+    }),
     debug: Flags.boolean({ helpGroup: 'GLOBAL', description: 'enable stacker debug mode' }),
     quiet: Flags.boolean({ char: 'q', helpGroup: 'GLOBAL', description: 'silence all logs' }),
     'log-file': Flags.string({ helpGroup: 'GLOBAL', description: 'log to a file instead of stderr' }),
-    'log-level': Flags.string({ helpGroup: 'GLOBAL', options: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'], description: 'log level' }),
+    'log-level': Flags.string({
+      helpGroup: 'GLOBAL',
+      options: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'],
+      description: 'log level',
+    }),
     'log-timestamp': Flags.boolean({ helpGroup: 'GLOBAL', description: 'prefix log lines with a timestamp' }),
     json: Flags.boolean({ helpGroup: 'GLOBAL', description: 'structured (pino JSON) logs' }),
-    'storage-type': Flags.string({ helpGroup: 'GLOBAL', description: 'storage driver: overlay (default), btrfs, or one from a plugin' }),
-    progress: Flags.boolean({ helpGroup: 'GLOBAL', allowNo: true, description: 'show progress (default: when stdout is a terminal)' }),
+    'storage-type': Flags.string({
+      helpGroup: 'GLOBAL',
+      description: 'storage driver: overlay (default), btrfs, or one from a plugin',
+    }),
+    progress: Flags.boolean({
+      helpGroup: 'GLOBAL',
+      allowNo: true,
+      description: 'show progress (default: when stdout is a terminal)',
+    }),
     'internal-userns': Flags.boolean({ hidden: true }),
   };
 
@@ -70,7 +93,9 @@ export abstract class StackerCommand extends Command {
     return super.finally(err);
   }
 
-  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<any> {
+  protected override async catch(
+    err: Error & { exitCode?: number; oclif?: { exit?: number } },
+  ): Promise<any> {
     // oclif's own control flow (help, version, exit) passes through untouched
     if (err instanceof Errors.ExitError || (err as any).code === 'EEXIT') throw err;
     const message = err.message.replace(/^error: /i, '');
@@ -80,7 +105,10 @@ export abstract class StackerCommand extends Command {
     process.stderr.write(`error: ${message}\n`);
     if (this.debugMode && err.stack && !isUserError(err)) process.stderr.write(`${err.stack}\n`);
     await this.created?.close();
-    const code = typeof err.exitCode === 'number' && err.exitCode > 1 && !isUserError(err) && (err as any).signalExit ? err.exitCode : 1;
+    const code =
+      typeof err.exitCode === 'number' && err.exitCode > 1 && !isUserError(err) && (err as any).signalExit
+        ? err.exitCode
+        : 1;
     this.exit(code);
   }
 }

@@ -1,6 +1,6 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import pino, { type Logger } from 'pino';
 import { createRequire } from 'node:module';
+import pino, { type Logger } from 'pino';
 
 export interface LogOptions {
   debug: boolean;

@@ -1,15 +1,15 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core';
+import type { PluginRegistry } from '@stacker/core';
 import {
+  type Logger,
   pluginDeclaration,
   pluginModuleShape,
   type Source,
   type StorageDriverFactory,
   UserError,
-  type Logger,
 } from '@stacker/plugin-api';
-import type { PluginRegistry } from '@stacker/core';
 
 interface Provider {
   plugin: string;
@@ -45,7 +45,9 @@ export class OclifPluginRegistry implements PluginRegistry {
       if (raw === undefined) continue;
       const decl = pluginDeclaration.safeParse(raw);
       if (!decl.success) {
-        this.log?.warn(`plugin ${plugin.name} has an invalid "oclif.stacker" section in package.json; ignoring it`);
+        this.log?.warn(
+          `plugin ${plugin.name} has an invalid "oclif.stacker" section in package.json; ignoring it`,
+        );
         continue;
       }
       const provider = { plugin: plugin.name, root: plugin.root, module: decl.data.module };
@@ -104,8 +106,13 @@ export class OclifPluginRegistry implements PluginRegistry {
   }
 
   private unknown(kind: string, type: string, known: string[]): never {
-    const hint = WELL_KNOWN[type] ? `; the plugin ${WELL_KNOWN[type]} provides it (stacker plugins install ${WELL_KNOWN[type]})` : '';
-    throw new UserError('unknown-type', `unknown ${kind} "${type}": known ${kind}s are ${known.join(', ') || 'none'}${hint}`);
+    const hint = WELL_KNOWN[type]
+      ? `; the plugin ${WELL_KNOWN[type]} provides it (stacker plugins install ${WELL_KNOWN[type]})`
+      : '';
+    throw new UserError(
+      'unknown-type',
+      `unknown ${kind} "${type}": known ${kind}s are ${known.join(', ') || 'none'}${hint}`,
+    );
   }
 
   async source(type: string): Promise<Source> {
@@ -114,7 +121,10 @@ export class OclifPluginRegistry implements PluginRegistry {
     const mod = await this.load(p);
     const s = mod.sources.find((x) => x.type === type);
     if (!s) {
-      throw new UserError('plugin-contract', `plugin ${p.plugin} declares the source type "${type}" but its module does not export it`);
+      throw new UserError(
+        'plugin-contract',
+        `plugin ${p.plugin} declares the source type "${type}" but its module does not export it`,
+      );
     }
     return s;
   }
@@ -125,7 +135,10 @@ export class OclifPluginRegistry implements PluginRegistry {
     const mod = await this.load(p);
     const s = mod.storage.find((x) => x.type === type);
     if (!s) {
-      throw new UserError('plugin-contract', `plugin ${p.plugin} declares the storage type "${type}" but its module does not export it`);
+      throw new UserError(
+        'plugin-contract',
+        `plugin ${p.plugin} declares the storage type "${type}" but its module does not export it`,
+      );
     }
     return s;
   }

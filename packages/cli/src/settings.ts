@@ -53,7 +53,9 @@ export function resolveSettings(flags: GlobalFlagValues, cwd = process.cwd(), en
     try {
       raw = parseYaml(readFileSync(configPath, 'utf8')) ?? {};
     } catch (e) {
-      throw new UserError('config', `${configPath}: not valid YAML: ${(e as Error).message}`, { file: configPath });
+      throw new UserError('config', `${configPath}: not valid YAML: ${(e as Error).message}`, {
+        file: configPath,
+      });
     }
     const parsed = configFile.safeParse(raw);
     if (!parsed.success) {
@@ -76,7 +78,10 @@ export function resolveSettings(flags: GlobalFlagValues, cwd = process.cwd(), en
   };
   const rootsDir = pick(flags['roots-dir'], file.rootfs_dir ?? file.roots_dir, 'roots');
   if (rootsDir.includes(':')) {
-    throw new UserError('config', `roots dir ${rootsDir} must not contain ':' (forbidden by overlayfs mount options)`);
+    throw new UserError(
+      'config',
+      `roots dir ${rootsDir} must not contain ':' (forbidden by overlayfs mount options)`,
+    );
   }
   const settings: Settings = {
     stackerDir: pick(flags['stacker-dir'], file.stacker_dir, '.stacker'),

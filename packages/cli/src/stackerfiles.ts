@@ -4,8 +4,14 @@ import type { Settings } from './settings.js';
 
 /** Flags every command that reads stacker files shares (build, publish, recursive-build). */
 export const stackerFileFlags = {
-  substitute: Flags.string({ multiple: true, description: 'variable substitution in stackerfiles, FOO=bar format' }),
-  'substitute-file': Flags.string({ multiple: true, description: "file of variable substitutions, 'FOO: bar' YAML format" }),
+  substitute: Flags.string({
+    multiple: true,
+    description: 'variable substitution in stackerfiles, FOO=bar format',
+  }),
+  'substitute-file': Flags.string({
+    multiple: true,
+    description: "file of variable substitutions, 'FOO: bar' YAML format",
+  }),
 };
 
 export async function loadStackerFiles(

@@ -78,7 +78,11 @@ export class BuildCache {
 
   private flush(): Promise<void> {
     const run = async () => {
-      const body: CacheFile = { format: CACHE_FORMAT, stackerVersion: this.stackerVersion, entries: this.entries };
+      const body: CacheFile = {
+        format: CACHE_FORMAT,
+        stackerVersion: this.stackerVersion,
+        entries: this.entries,
+      };
       const tmp = `${this.path}.${process.pid}.tmp`;
       await fsp.writeFile(tmp, JSON.stringify(body));
       await fsp.rename(tmp, this.path);

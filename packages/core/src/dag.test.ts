@@ -69,7 +69,11 @@ describe('orderFiles', () => {
 
 describe('planBuild across files', () => {
   it('treats stanzas of earlier files as built', () => {
-    const plan = planBuild([{ name: 'app', baseTag: 'base', stackerImports: ['stacker://tools/x'] }], undefined, new Set(['base', 'tools']));
+    const plan = planBuild(
+      [{ name: 'app', baseTag: 'base', stackerImports: ['stacker://tools/x'] }],
+      undefined,
+      new Set(['base', 'tools']),
+    );
     expect(plan.order).toEqual(['app']);
     expect(plan.needs.get('app')).toEqual([]);
   });

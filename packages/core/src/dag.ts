@@ -34,7 +34,11 @@ function stackerImportLayer(url: string): string | undefined {
  * (`couldn't find dependencies for web: stacker://foo/bar, base layer centos2`) and the
  * build fails with `couldn't resolve some dependencies`. A cycle is left over the same way.
  */
-export function planBuild(nodes: DagNode[], log?: PlanLog, available: ReadonlySet<string> = new Set()): BuildPlan {
+export function planBuild(
+  nodes: DagNode[],
+  log?: PlanLog,
+  available: ReadonlySet<string> = new Set(),
+): BuildPlan {
   const byName = new Map(nodes.map((n) => [n.name, n]));
   const needs = new Map<string, string[]>();
   for (const n of nodes) {
@@ -45,7 +49,10 @@ export function planBuild(nodes: DagNode[], log?: PlanLog, available: ReadonlySe
       if (l !== undefined) deps.add(l);
     }
     // stanzas of stacker files built earlier (prerequisites) are already there
-    needs.set(n.name, [...deps].filter((d) => byName.has(d) || !available.has(d)));
+    needs.set(
+      n.name,
+      [...deps].filter((d) => byName.has(d) || !available.has(d)),
+    );
   }
 
   // Serial order exactly as stacker computes it: repeated passes in file order, where a

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import type { Descriptor } from '@stacker/plugin-api';
 import type { OciLayout } from '@stacker/oci';
+import type { Descriptor } from '@stacker/plugin-api';
 
 /**
  * The diff id (sha256 of the uncompressed tar) of a layer blob, computed by streaming it

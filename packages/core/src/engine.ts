@@ -4,6 +4,7 @@ import { availableParallelism, hostname, userInfo } from 'node:os';
 import { dirname, join, posix, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { OciLayout, putLayer, sortChanges, unpackLayer } from '@stacker/oci';
 import {
   type BaseImage,
   type Change,
@@ -17,24 +18,23 @@ import {
   UserError,
   type Viewer,
 } from '@stacker/plugin-api';
-import { OciLayout, putLayer, sortChanges, unpackLayer } from '@stacker/oci';
 import {
   createInRoot,
   DEFAULT_PATH,
   makeBundle,
-  runContainer,
   RUN_SCRIPT_PATH,
+  runContainer,
   writeRunScript,
 } from '@stacker/runtime';
 import type { Layer, StackerFile } from '@stacker/stackerfile';
+import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
+import { chainIds } from './chain.js';
 import { planBuild } from './dag.js';
-import { type StagedImport, destinationOf, stageImports } from './imports.js';
+import { computeDiffId } from './diffid.js';
 import { buildImageConfig, buildManifest, hostPlatform, isoTime } from './image-config.js';
+import { destinationOf, type StagedImport, stageImports } from './imports.js';
 import { DirLock } from './lock.js';
 import type { PluginRegistry } from './registry.js';
-import { computeDiffId } from './diffid.js';
-import { chainIds } from './chain.js';
-import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
 
 export interface BuildSettings {
   stackerDir: string;
@@ -67,7 +67,10 @@ export interface BuildOptions {
   onEvent?: (e: BuildEvent) => void;
 }
 
-export type BuildEvent = { stanza: string; state: 'queued' | 'resolving' | 'running' | 'diffing' | 'writing' | 'done' | 'cached' | 'failed' };
+export type BuildEvent = {
+  stanza: string;
+  state: 'queued' | 'resolving' | 'running' | 'diffing' | 'writing' | 'done' | 'cached' | 'failed';
+};
 
 export interface BuiltStanza {
   name: string;
@@ -93,7 +96,11 @@ export interface BuildResult {
   built: Map<string, BuiltStanza>;
 }
 
-const PASSTHROUGH_DEFAULT = [/^(HTTP_PROXY|HTTPS_PROXY|FTP_PROXY|NO_PROXY|http_proxy|https_proxy|ftp_proxy|no_proxy)$/, /^TERM$/, /^SOURCE_DATE_EPOCH$/];
+const PASSTHROUGH_DEFAULT = [
+  /^(HTTP_PROXY|HTTPS_PROXY|FTP_PROXY|NO_PROXY|http_proxy|https_proxy|ftp_proxy|no_proxy)$/,
+  /^TERM$/,
+  /^SOURCE_DATE_EPOCH$/,
+];
 
 function shortId(): string {
   return randomBytes(6).toString('hex');
@@ -115,9 +122,9 @@ export class Builder {
   private layout!: OciLayout;
   private driver!: StorageDriver & Partial<Viewer>;
   private built = new Map<string, BuiltStanza>();
-  private inflight = new Map<string, Promise<BuiltStanza>>();
   private snapshotLocks = new Map<string, Promise<void>>();
   private diffIdCache = new Map<string, Promise<string>>();
+  private gitVersions = new Map<string, Promise<string | undefined>>();
   private log: Logger;
   private cache!: BuildCache;
 
@@ -227,7 +234,8 @@ export class Builder {
       const b = this.built.get(name);
       if (b && !b.buildOnly && b.tag) await this.layout.tag(name, b.tag);
     }
-    if (failures.length === 0 && this.opts.signal?.aborted) throw new UserError('aborted', 'build interrupted');
+    if (failures.length === 0 && this.opts.signal?.aborted)
+      throw new UserError('aborted', 'build interrupted');
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) {
       const first = failures[0] as Error;
@@ -257,7 +265,11 @@ export class Builder {
       log: this.log,
       builtImage: async (name) => {
         const b = this.built.get(name);
-        if (!b) throw new UserError('built-missing', `${layer.name} is built from ${name}, which has not been built`);
+        if (!b)
+          throw new UserError(
+            'built-missing',
+            `${layer.name} is built from ${name}, which has not been built`,
+          );
         return b.image;
       },
       imageFromLayers: (layers, identity) => this.imageFromLayers(layers, identity),
@@ -277,7 +289,11 @@ export class Builder {
       config: {},
       rootfs: { type: 'layers', diff_ids: diffIds },
       // one history entry per layer, as the image-spec asks of non-empty layers
-      history: layers.map(() => ({ created, created_by: `stacker import ${identity}`, author: this.author() })),
+      history: layers.map(() => ({
+        created,
+        created_by: `stacker import ${identity}`,
+        author: this.author(),
+      })),
     };
     const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
     const manifest = buildManifest(cdesc, layers, {});
@@ -324,7 +340,10 @@ export class Builder {
     const mine = new Promise<void>((r) => {
       release = r;
     });
-    this.snapshotLocks.set(name, prev.then(() => mine));
+    this.snapshotLocks.set(
+      name,
+      prev.then(() => mine),
+    );
     await prev;
     try {
       return await fn();
@@ -370,7 +389,10 @@ export class Builder {
     const s = await this.layout.open(layer.digest);
     if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip')) return s.pipe(createGunzip());
     if (layer.mediaType.endsWith('+zstd')) {
-      throw new UserError('layer-type', `layer ${layer.digest} is zstd-compressed, which this stacker cannot unpack yet`);
+      throw new UserError(
+        'layer-type',
+        `layer ${layer.digest} is zstd-compressed, which this stacker cannot unpack yet`,
+      );
     }
     return s;
   }
@@ -387,7 +409,10 @@ export class Builder {
       const keyPath = ['from', ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))];
       const place = file.placeOf(name, keyPath as (string | number)[]);
       const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
-      throw new UserError('from', `${where}${name}: ${keyPath.join('.')}: ${issue.message}`, { ...place, stanza: name });
+      throw new UserError('from', `${where}${name}: ${keyPath.join('.')}: ${issue.message}`, {
+        ...place,
+        stanza: name,
+      });
     }
     const ctx = this.sourceContext(file, layer);
     const base = await source.resolve(parsed.data, ctx);
@@ -458,13 +483,24 @@ export class Builder {
       [`${ns}.stacker.stacker_yaml`]: file.raw,
       [`${ns}.stacker.stacker_version`]: this.opts.stackerVersion,
     };
-    const git = await gitVersion(file.dir);
-    if (git) annotations[`${ns}.stacker.git_version`] = git;
+    let git = this.gitVersions.get(file.dir);
+    if (!git) {
+      git = gitVersion(file.dir);
+      this.gitVersions.set(file.dir, git);
+    }
+    const gitV = await git;
+    if (gitV) annotations[`${ns}.stacker.git_version`] = gitV;
     const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
     const layers = newLayer ? [...base.manifest.layers, newLayer.descriptor] : [...base.manifest.layers];
     const manifest = buildManifest(cdesc, layers, annotations);
     const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
-    const image: BaseImage = { manifest, manifestDigest: mdesc.digest, config, identity: mdesc.digest, layers };
+    const image: BaseImage = {
+      manifest,
+      manifestDigest: mdesc.digest,
+      config,
+      identity: mdesc.digest,
+      layers,
+    };
     const result: BuiltStanza = {
       name,
       image,
@@ -503,7 +539,16 @@ export class Builder {
           id = `missing:${imp.path}`; // staging reports it properly
         }
       }
-      out.push(JSON.stringify([id, imp.hash ?? null, imp.dest ?? null, imp.mode ?? null, imp.uid ?? null, imp.gid ?? null]));
+      out.push(
+        JSON.stringify([
+          id,
+          imp.hash ?? null,
+          imp.dest ?? null,
+          imp.mode ?? null,
+          imp.uid ?? null,
+          imp.gid ?? null,
+        ]),
+      );
     }
     return out;
   }
@@ -513,11 +558,18 @@ export class Builder {
     file: StackerFile,
     layer: Layer,
     base: BaseImage,
-  ): Promise<{ layer?: { descriptor: Descriptor; diffId: string }; snapshot?: string; labels: Record<string, string> }> {
+  ): Promise<{
+    layer?: { descriptor: Descriptor; diffId: string };
+    snapshot?: string;
+    labels: Record<string, string>;
+  }> {
     const name = layer.name;
     const sde = this.opts.settings.sourceDateEpoch;
     const topSnapshot = await this.ensureSnapshots(base);
-    const needsRootfs = layer.run.length > 0 || layer.imports.some((i) => i.dest !== undefined) || layer.generateLabels.length > 0;
+    const needsRootfs =
+      layer.run.length > 0 ||
+      layer.imports.some((i) => i.dest !== undefined) ||
+      layer.generateLabels.length > 0;
     let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
     let snapshot = topSnapshot;
     const labels: Record<string, string> = {};
@@ -534,10 +586,10 @@ export class Builder {
       await this.copyImportsWithDest(rootfs, staged);
       if (layer.run.length > 0) {
         this.event(name, 'running');
-        await this.runSteps(file, layer, rootfs, base, staged, layer.run, 'run');
+        await this.runSteps(file, layer, rootfs, base, layer.run, 'run');
       }
       if (layer.generateLabels.length > 0) {
-        Object.assign(labels, await this.generateLabels(file, layer, rootfs, base, staged));
+        Object.assign(labels, await this.generateLabels(file, layer, rootfs, base));
       }
       this.event(name, 'diffing');
       // Sorted by tar name (a deletion of x sorts as .wh.x), whatever order the driver
@@ -580,7 +632,11 @@ export class Builder {
   /** stacker://layer/path: copy a path out of a built layer's filesystem. */
   private async copyFromLayer(stanza: string, from: string, path: string, dest: string): Promise<void> {
     const b = this.built.get(from);
-    if (!b) throw new UserError('stacker-import', `${stanza} imports stacker://${from}${path}, but ${from} was not built`);
+    if (!b)
+      throw new UserError(
+        'stacker-import',
+        `${stanza} imports stacker://${from}${path}, but ${from} was not built`,
+      );
     const key = `view-${from}-${shortId()}`;
     // a cached stanza may have no snapshot on this machine yet: make it from the blobs
     const snapshot = await this.ensureSnapshots(b.image);
@@ -590,10 +646,14 @@ export class Builder {
       try {
         await fsp.lstat(resolved);
       } catch {
-        throw new UserError('stacker-import', `${stanza} imports stacker://${from}${path}, but ${path} does not exist in ${from}`, {
-          stanza,
-          key: 'imports',
-        });
+        throw new UserError(
+          'stacker-import',
+          `${stanza} imports stacker://${from}${path}, but ${path} does not exist in ${from}`,
+          {
+            stanza,
+            key: 'imports',
+          },
+        );
       }
       await fsp.cp(resolved, dest, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
     } finally {
@@ -640,7 +700,6 @@ export class Builder {
     layer: Layer,
     rootfs: string,
     base: BaseImage,
-    staged: StagedImport[],
     script: string[],
     what: 'run' | 'generate_labels',
     extraBinds: { source: string; dest: string; readonly?: boolean }[] = [],
@@ -672,7 +731,10 @@ export class Builder {
     }
     const id = `stacker-${layer.name.replace(/[^A-Za-z0-9_.-]/g, '_')}-${shortId()}`;
     const bundle = join(stackerDir, 'bundles', id);
-    const createdPaths = await missingMountpoints(rootfs, binds.map((b) => b.dest));
+    const createdPaths = await missingMountpoints(
+      rootfs,
+      binds.map((b) => b.dest),
+    );
     // their existing parents get their times back afterwards, so that creating and
     // removing a mount point leaves no trace in the layer
     const parentTimes = new Map<string, { atime: Date; mtime: Date }>();
@@ -715,7 +777,15 @@ export class Builder {
             binds,
             terminal: Boolean(process.stdin.isTTY),
           });
-          await runContainer({ runtime: this.opts.settings.runtime, stateDir, bundle, id: `${id}-fail`, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+          await runContainer({
+            runtime: this.opts.settings.runtime,
+            stateDir,
+            bundle,
+            id: `${id}-fail`,
+            stdin: 'inherit',
+            stdout: 'inherit',
+            stderr: 'inherit',
+          });
         }
         throw new UserError(
           'run-failed',
@@ -737,12 +807,11 @@ export class Builder {
     layer: Layer,
     rootfs: string,
     base: BaseImage,
-    staged: StagedImport[],
   ): Promise<Record<string, string>> {
     const dir = join(this.opts.settings.stackerDir, 'oci-labels', layer.name);
     await fsp.rm(dir, { recursive: true, force: true });
     await fsp.mkdir(dir, { recursive: true });
-    await this.runSteps(file, layer, rootfs, base, staged, layer.generateLabels, 'generate_labels', [
+    await this.runSteps(file, layer, rootfs, base, layer.generateLabels, 'generate_labels', [
       // stacker's scripts write label files to /oci-labels; /stacker/oci-labels works too
       { source: dir, dest: '/oci-labels', readonly: false },
       { source: dir, dest: '/stacker/oci-labels', readonly: false },

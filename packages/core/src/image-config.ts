@@ -16,7 +16,15 @@ export interface ConfigInputs {
 }
 
 export function hostPlatform(): { os: string; architecture: string } {
-  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  const map: Record<string, string> = {
+    x64: 'amd64',
+    arm64: 'arm64',
+    arm: 'arm',
+    ia32: '386',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    riscv64: 'riscv64',
+  };
   return { os: 'linux', architecture: map[process.arch] ?? process.arch };
 }
 
@@ -96,7 +104,11 @@ export function buildImageConfig(
   };
 }
 
-export function buildManifest(config: Descriptor, layers: Descriptor[], annotations: Record<string, string>): ImageManifest {
+export function buildManifest(
+  config: Descriptor,
+  layers: Descriptor[],
+  annotations: Record<string, string>,
+): ImageManifest {
   const m: ImageManifest = {
     schemaVersion: 2,
     mediaType: MEDIA_TYPES.manifest,

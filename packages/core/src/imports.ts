@@ -77,10 +77,16 @@ async function download(url: string, ctx: ImportContext): Promise<string> {
   try {
     res = await fetch(url, { signal: ctx.signal });
   } catch (e) {
-    throw new UserError('import-download', `couldn't download ${url} for ${ctx.stanza}: ${(e as Error).message}`);
+    throw new UserError(
+      'import-download',
+      `couldn't download ${url} for ${ctx.stanza}: ${(e as Error).message}`,
+    );
   }
   if (!res.ok || !res.body) {
-    throw new UserError('import-download', `couldn't download ${url} for ${ctx.stanza}: HTTP ${res.status} ${res.statusText}`);
+    throw new UserError(
+      'import-download',
+      `couldn't download ${url} for ${ctx.stanza}: HTTP ${res.status} ${res.statusText}`,
+    );
   }
   const tmp = `${dest}.partial-${process.pid}`;
   await pipeline(Readable.fromWeb(res.body as any), createWriteStream(tmp));
@@ -136,19 +142,27 @@ export async function stageImports(imports: ImportSpec[], ctx: ImportContext): P
       else await fsp.copyFile(src, target());
     }
     if (names.has(name)) {
-      throw new UserError('import-duplicate', `${ctx.stanza} imports two things named ${name}; rename one of them`, {
-        stanza: ctx.stanza,
-        key: 'imports',
-      });
+      throw new UserError(
+        'import-duplicate',
+        `${ctx.stanza} imports two things named ${name}; rename one of them`,
+        {
+          stanza: ctx.stanza,
+          key: 'imports',
+        },
+      );
     }
     names.add(name);
     if (spec.hash !== undefined) {
       const st = await fsp.stat(target());
       if (st.isDirectory()) {
-        throw new UserError('import-hash', `import ${spec.path} of ${ctx.stanza} is a directory: a hash can only be checked for a file`, {
-          stanza: ctx.stanza,
-          key: 'imports',
-        });
+        throw new UserError(
+          'import-hash',
+          `import ${spec.path} of ${ctx.stanza} is a directory: a hash can only be checked for a file`,
+          {
+            stanza: ctx.stanza,
+            key: 'imports',
+          },
+        );
       }
       checkHash(spec, await sha256File(target()), ctx.stanza);
     }

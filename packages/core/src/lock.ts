@@ -1,4 +1,4 @@
-import { mkdirSync, openSync, closeSync, writeSync, readFileSync, unlinkSync, constants } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { UserError } from '@stacker/plugin-api';
 

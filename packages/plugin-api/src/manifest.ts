@@ -15,17 +15,24 @@ export type PluginDeclaration = z.infer<typeof pluginDeclaration>;
 
 const sourceShape = z.object({
   type: z.string().min(1),
-  schema: z.custom<z.ZodType>((v) => typeof v === 'object' && v !== null && typeof (v as any).safeParse === 'function', {
-    message: 'schema must be a zod schema',
+  schema: z.custom<z.ZodType>(
+    (v) => typeof v === 'object' && v !== null && typeof (v as any).safeParse === 'function',
+    {
+      message: 'schema must be a zod schema',
+    },
+  ),
+  resolve: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function', {
+    message: 'resolve must be a function',
   }),
-  resolve: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function', { message: 'resolve must be a function' }),
   dependencies: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function').optional(),
   identity: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function').optional(),
 });
 
 const storageShape = z.object({
   type: z.string().min(1),
-  create: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function', { message: 'create must be a function' }),
+  create: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function', {
+    message: 'create must be a function',
+  }),
   check: z.custom<(...a: unknown[]) => unknown>((v) => typeof v === 'function').optional(),
   description: z.string().optional(),
 });

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { z } from 'zod';
-import type { Descriptor, ImageConfig, ImageManifest } from './oci-types.js';
 import type { Logger } from './logger.js';
+import type { Descriptor, ImageConfig, ImageManifest } from './oci-types.js';
 
 /**
  * A source turns a stanza's `from:` into a base image whose blobs are in the build's blob
@@ -52,9 +52,17 @@ export interface BaseImage {
 export interface BlobStore {
   has(digest: string): Promise<boolean>;
   /** Stream a blob in; the digest is computed while writing and checked when given. */
-  putStream(stream: Readable, mediaType: string, expected?: { digest?: string; size?: number }): Promise<Descriptor>;
+  putStream(
+    stream: Readable,
+    mediaType: string,
+    expected?: { digest?: string; size?: number },
+  ): Promise<Descriptor>;
   /** Put a file as a blob, by hard link or copy when it is not already there. */
-  putFile(path: string, mediaType: string, expected?: { digest?: string; size?: number }): Promise<Descriptor>;
+  putFile(
+    path: string,
+    mediaType: string,
+    expected?: { digest?: string; size?: number },
+  ): Promise<Descriptor>;
   putJson(value: unknown, mediaType: string): Promise<Descriptor>;
   open(digest: string): Promise<Readable>;
   readJson<T>(digest: string): Promise<T>;

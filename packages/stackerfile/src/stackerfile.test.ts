@@ -598,7 +598,9 @@ describe('YAML features stacker files use', () => {
 
 describe('YAML 1.1 scalars', () => {
   it('timestamps stay as written', () => {
-    const l = one('l:\n  from: {type: scratch, when: 2024-01-02}\n  run: [2024-01-02]\n  labels: {d: 2024-01-02}\n');
+    const l = one(
+      'l:\n  from: {type: scratch, when: 2024-01-02}\n  run: [2024-01-02]\n  labels: {d: 2024-01-02}\n',
+    );
     expect(l.from.when).toBe('2024-01-02');
     expect(l.run).toEqual(['2024-01-02']);
     expect(l.labels).toEqual({ d: '2024-01-02' });

@@ -1,5 +1,5 @@
-import { type Descriptor, MEDIA_TYPES, type Source, UserError } from '@stacker/plugin-api';
 import { OciLayout } from '@stacker/oci';
+import { type Descriptor, MEDIA_TYPES, type Source, UserError } from '@stacker/plugin-api';
 import { z } from 'zod';
 
 const schema = z.looseObject({
@@ -37,10 +37,14 @@ export const ociSource: Source<OciFrom> = {
     try {
       src = await OciLayout.open(dir);
     } catch (e) {
-      throw new UserError('oci-layout', `${ctx.stanza}: ${dir} is not an OCI layout: ${(e as Error).message}`, {
-        stanza: ctx.stanza,
-        key: 'from.url',
-      });
+      throw new UserError(
+        'oci-layout',
+        `${ctx.stanza}: ${dir} is not an OCI layout: ${(e as Error).message}`,
+        {
+          stanza: ctx.stanza,
+          key: 'from.url',
+        },
+      );
     }
     const img = await src.readImage(parts.tag, ctx.platform);
     const copy = async (d: Descriptor) => {

@@ -5,7 +5,13 @@ import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { MEDIA_TYPES, type Source, type SourceContext, UserError } from '@stacker/plugin-api';
+import {
+  type Descriptor,
+  MEDIA_TYPES,
+  type Source,
+  type SourceContext,
+  UserError,
+} from '@stacker/plugin-api';
 import { z } from 'zod';
 
 const schema = z.looseObject({
@@ -34,10 +40,16 @@ async function fetchOnce(url: string, ctx: SourceContext): Promise<string> {
   try {
     res = await fetch(url, { signal: ctx.signal });
   } catch (e) {
-    throw new UserError('tar-download', `couldn't download ${url} for ${ctx.stanza}: ${(e as Error).message}`);
+    throw new UserError(
+      'tar-download',
+      `couldn't download ${url} for ${ctx.stanza}: ${(e as Error).message}`,
+    );
   }
   if (!res.ok || !res.body) {
-    throw new UserError('tar-download', `couldn't download ${url} for ${ctx.stanza}: HTTP ${res.status} ${res.statusText}`);
+    throw new UserError(
+      'tar-download',
+      `couldn't download ${url} for ${ctx.stanza}: HTTP ${res.status} ${res.statusText}`,
+    );
   }
   const tmp = `${dest}.partial-${process.pid}`;
   await pipeline(Readable.fromWeb(res.body as any), createWriteStream(tmp));
@@ -88,16 +100,26 @@ export const tarSource: Source<TarFrom> = {
   async resolve(from, ctx) {
     const p = await localPath(from, ctx);
     const m = await magic(p);
-    let layer;
+    let layer: Descriptor;
     if (m[0] === 0x1f && m[1] === 0x8b) {
       layer = await ctx.blobs.putFile(p, MEDIA_TYPES.layerGzip);
-    } else if (m.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) || (m[0] === 0x28 && m[1] === 0xb5)) {
-      throw new UserError('tar-format', `${ctx.stanza}: ${p} is xz or zstd compressed; use a plain or gzip tarball`, {
-        stanza: ctx.stanza,
-        key: 'from.url',
-      });
+    } else if (
+      m.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ||
+      (m[0] === 0x28 && m[1] === 0xb5)
+    ) {
+      throw new UserError(
+        'tar-format',
+        `${ctx.stanza}: ${p} is xz or zstd compressed; use a plain or gzip tarball`,
+        {
+          stanza: ctx.stanza,
+          key: 'from.url',
+        },
+      );
     } else {
-      layer = await ctx.blobs.putStream(createReadStream(p).pipe(createGzip({ level: 6 })), MEDIA_TYPES.layerGzip);
+      layer = await ctx.blobs.putStream(
+        createReadStream(p).pipe(createGzip({ level: 6 })),
+        MEDIA_TYPES.layerGzip,
+      );
     }
     return ctx.imageFromLayers([layer], `tar:${layer.digest}`);
   },

@@ -180,7 +180,9 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
     const meta = this.activeMetaSync(key);
     if (!meta) throw new Error(`overlay: no active snapshot ${key}`);
     const lowers =
-      meta.parent === undefined ? [] : (await this.chain(meta.parent)).map((id) => join(this.snapshotsDir, id, 'fs'));
+      meta.parent === undefined
+        ? []
+        : (await this.chain(meta.parent)).map((id) => join(this.snapshotsDir, id, 'fs'));
     yield* dropUnchangedCopyUps(walkUpper(join(this.activePath(key), 'fs'), ''), lowers);
   }
 
@@ -326,10 +328,11 @@ async function lowerStat(lowers: string[], path: string) {
 async function sameDirMetadata(upper: string, lowers: string[], path: string): Promise<boolean> {
   const u = await lstat(upper);
   const lower = await lowerStat(lowers, path);
-  if (!lower || !lower.st.isDirectory()) return false;
+  if (!lower?.st.isDirectory()) return false;
   const l = lower.st;
   if (u.mode !== l.mode || u.uid !== l.uid || u.gid !== l.gid || u.mtimeMs !== l.mtimeMs) return false;
-  const plain = async (p: string) => (await listAttributes(p)).filter((x) => !x.startsWith('user.overlay.')).sort();
+  const plain = async (p: string) =>
+    (await listAttributes(p)).filter((x) => !x.startsWith('user.overlay.')).sort();
   const [ux, lx] = await Promise.all([plain(upper), plain(lower.source)]);
   if (ux.join('\0') !== lx.join('\0')) return false;
   for (const x of ux) {
@@ -345,10 +348,14 @@ async function sameDirMetadata(upper: string, lowers: string[], path: string): P
  * runc had to create). Directories identical to their lower copy are held back and only
  * emitted when something below them is, so a run that changed nothing makes no layer.
  */
-async function* dropUnchangedCopyUps(changes: AsyncIterable<Change>, lowers: string[]): AsyncGenerator<Change> {
+async function* dropUnchangedCopyUps(
+  changes: AsyncIterable<Change>,
+  lowers: string[],
+): AsyncGenerator<Change> {
   const pending: Change[] = [];
   // an opaque marker belongs to its directory (it follows the directory's own entry)
-  const covers = (dir: Change, c: Change) => c.path.startsWith(`${dir.path}/`) || (c.kind === 'opaque' && c.path === dir.path);
+  const covers = (dir: Change, c: Change) =>
+    c.path.startsWith(`${dir.path}/`) || (c.kind === 'opaque' && c.path === dir.path);
   for await (const c of changes) {
     while (pending.length && !covers(pending[pending.length - 1], c)) pending.pop();
     if (

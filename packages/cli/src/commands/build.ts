@@ -1,11 +1,11 @@
 import { Flags } from '@oclif/core';
 import { UserError } from '@stacker/plugin-api';
-import { enterNamespaces } from '../namespaces.js';
 import { StackerCommand } from '../base-command.js';
-import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
-import { STACKER_VERSION } from '../version.js';
+import { enterNamespaces } from '../namespaces.js';
 import { formatOrder } from '../order.js';
 import { ProgressView } from '../progress.js';
+import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
+import { STACKER_VERSION } from '../version.js';
 
 export default class Build extends StackerCommand {
   static override summary = 'builds a new OCI image from a stacker yaml file';
@@ -18,16 +18,38 @@ export default class Build extends StackerCommand {
   ];
 
   static override flags = {
-    'stacker-file': Flags.string({ char: 'f', default: 'stacker.yaml', description: 'the input stackerfile' }),
+    'stacker-file': Flags.string({
+      char: 'f',
+      default: 'stacker.yaml',
+      description: 'the input stackerfile',
+    }),
     ...stackerFileFlags,
     'no-cache': Flags.boolean({ description: "don't use the previous build cache" }),
     'order-only': Flags.boolean({ description: 'show the build order without running the actual build' }),
-    'layer-type': Flags.string({ multiple: true, default: ['tar'], options: ['tar', 'squashfs'], description: 'output layer type; can be supplied multiple times' }),
-    'require-hash': Flags.boolean({ description: 'require all remote imports to have a hash provided in stackerfiles' }),
-    'on-run-failure': Flags.string({ description: 'command to run inside container if run fails (useful for inspection)' }),
-    'shell-fail': Flags.boolean({ description: 'exec /bin/sh inside the container if run fails (alias for --on-run-failure=/bin/sh)' }),
-    'annotations-namespace': Flags.string({ default: 'io.stackeroci', description: 'OCI annotations namespace in the image manifest' }),
-    jobs: Flags.integer({ char: 'j', min: 1, description: 'stanzas built at the same time [default: number of cores]' }),
+    'layer-type': Flags.string({
+      multiple: true,
+      default: ['tar'],
+      options: ['tar', 'squashfs'],
+      description: 'output layer type; can be supplied multiple times',
+    }),
+    'require-hash': Flags.boolean({
+      description: 'require all remote imports to have a hash provided in stackerfiles',
+    }),
+    'on-run-failure': Flags.string({
+      description: 'command to run inside container if run fails (useful for inspection)',
+    }),
+    'shell-fail': Flags.boolean({
+      description: 'exec /bin/sh inside the container if run fails (alias for --on-run-failure=/bin/sh)',
+    }),
+    'annotations-namespace': Flags.string({
+      default: 'io.stackeroci',
+      description: 'OCI annotations namespace in the image manifest',
+    }),
+    jobs: Flags.integer({
+      char: 'j',
+      min: 1,
+      description: 'stanzas built at the same time [default: number of cores]',
+    }),
     'no-squashfs-verity': Flags.boolean({ hidden: true }),
   };
 
@@ -35,15 +57,22 @@ export default class Build extends StackerCommand {
     const { flags } = await this.parse(Build);
     // the live view needs a terminal on stderr, where it draws, and is off with --quiet/--json
     const live =
-      !flags['order-only'] && !flags.quiet && !flags.json && !flags['log-file'] &&
-      Boolean(process.stderr.isTTY) && (flags.progress ?? Boolean(process.stdout.isTTY));
+      !flags['order-only'] &&
+      !flags.quiet &&
+      !flags.json &&
+      !flags['log-file'] &&
+      Boolean(process.stderr.isTTY) &&
+      (flags.progress ?? Boolean(process.stdout.isTTY));
     const view = live ? new ProgressView() : undefined;
     this.setUp(flags, view);
     if (flags['on-run-failure'] && flags['shell-fail']) {
       throw new UserError('flags', '--shell-fail and --on-run-failure cannot be used together; pick one');
     }
     if (flags['layer-type'].includes('squashfs')) {
-      throw new UserError('layer-type', 'squashfs layers are not supported by this stacker yet; use --layer-type tar');
+      throw new UserError(
+        'layer-type',
+        'squashfs layers are not supported by this stacker yet; use --layer-type tar',
+      );
     }
     const files = await loadStackerFiles([flags['stacker-file']], flags, this.settings);
     if (flags['order-only']) {

@@ -5,7 +5,10 @@ export default class Check extends StackerCommand {
   static override summary = 'checks that this machine can run stacker builds';
   static override description =
     'Tries each thing an unprivileged build needs (subuid/subgid range, setuid newuidmap/newgidmap, unshare, runc, overlay with userxattr, whiteout creation, the chosen storage driver) and prints ok or FAIL with the fix. Exits 1 when something fails.';
-  static override examples = ['<%= config.bin %> check', '<%= config.bin %> --roots-dir /var/lib/stacker/roots check'];
+  static override examples = [
+    '<%= config.bin %> check',
+    '<%= config.bin %> --roots-dir /var/lib/stacker/roots check',
+  ];
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Check);
@@ -20,7 +23,11 @@ export default class Check extends StackerCommand {
         await mkdir(this.settings.rootsDir, { recursive: true }).catch(() => {});
         try {
           await factory.check({ rootsDir: this.settings.rootsDir, log: this.logger, unpack: unpackLayer });
-          items.push({ name: `storage ${factory.type}`, ok: true, detail: `usable on ${this.settings.rootsDir}` });
+          items.push({
+            name: `storage ${factory.type}`,
+            ok: true,
+            detail: `usable on ${this.settings.rootsDir}`,
+          });
         } catch (e) {
           items.push({ name: `storage ${factory.type}`, ok: false, detail: (e as Error).message });
         }
@@ -37,7 +44,9 @@ export default class Check extends StackerCommand {
     }
     const failed = items.filter((i) => !i.ok).length;
     if (failed > 0) {
-      process.stderr.write(`error: ${failed} requirement${failed > 1 ? 's are' : ' is'} missing; see the fixes above\n`);
+      process.stderr.write(
+        `error: ${failed} requirement${failed > 1 ? 's are' : ' is'} missing; see the fixes above\n`,
+      );
       this.exit(1);
     }
   }
