@@ -1,9 +1,7 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
-import { availableParallelism, hostname, userInfo } from 'node:os';
+import { availableParallelism, hostname, release, userInfo } from 'node:os';
 import { dirname, join, posix, resolve as resolvePath } from 'node:path';
-import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { OciLayout, putLayer, sortChanges, unpackLayer } from '@stacker/oci';
 import {
   type BaseImage,
@@ -11,6 +9,7 @@ import {
   type Descriptor,
   type DriverContext,
   type ImageConfig,
+  isUserError,
   type Logger,
   MEDIA_TYPES,
   type SourceContext,
@@ -18,14 +17,7 @@ import {
   UserError,
   type Viewer,
 } from '@stacker/plugin-api';
-import {
-  createInRoot,
-  DEFAULT_PATH,
-  makeBundle,
-  RUN_SCRIPT_PATH,
-  runContainer,
-  writeRunScript,
-} from '@stacker/runtime';
+import { createInRoot, makeBundle, RUN_SCRIPT_PATH, runContainer, writeRunScript } from '@stacker/runtime';
 import type { Layer, StackerFile } from '@stacker/stackerfile';
 import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
 import { chainIds } from './chain.js';
@@ -33,8 +25,11 @@ import { planBuild } from './dag.js';
 import { computeDiffId } from './diffid.js';
 import { buildImageConfig, buildManifest, hostPlatform, isoTime } from './image-config.js';
 import { destinationOf, type StagedImport, stageImports } from './imports.js';
+import { extraFlavours } from './layer-types.js';
 import { DirLock } from './lock.js';
 import type { PluginRegistry } from './registry.js';
+import { runEnvironment } from './run-env.js';
+import { SnapshotStore, shortId } from './snapshots.js';
 
 export interface BuildSettings {
   stackerDir: string;
@@ -65,6 +60,8 @@ export interface BuildOptions {
   noCache?: boolean;
   /** Progress callback for the live view. */
   onEvent?: (e: BuildEvent) => void;
+  /** `--layer-type`s to tag (default `['tar']`): `tar` tags NAME, others NAME-TYPE. */
+  layerTypes?: string[];
 }
 
 export type BuildEvent = {
@@ -83,6 +80,8 @@ export interface BuiltStanza {
   cached: boolean;
   /** The index.json descriptor its tag gets. */
   tag: Descriptor;
+  /** The other layer types' images, by the tag they get (`NAME-squashfs`). */
+  flavours?: Record<string, Descriptor>;
 }
 
 /** A stanza not started because an earlier one failed or the build was interrupted. */
@@ -94,16 +93,6 @@ class Skipped extends Error {
 
 export interface BuildResult {
   built: Map<string, BuiltStanza>;
-}
-
-const PASSTHROUGH_DEFAULT = [
-  /^(HTTP_PROXY|HTTPS_PROXY|FTP_PROXY|NO_PROXY|http_proxy|https_proxy|ftp_proxy|no_proxy)$/,
-  /^TERM$/,
-  /^SOURCE_DATE_EPOCH$/,
-];
-
-function shortId(): string {
-  return randomBytes(6).toString('hex');
 }
 
 function gitVersion(dir: string): Promise<string | undefined> {
@@ -122,7 +111,7 @@ export class Builder {
   private layout!: OciLayout;
   private driver!: StorageDriver & Partial<Viewer>;
   private built = new Map<string, BuiltStanza>();
-  private snapshotLocks = new Map<string, Promise<void>>();
+  private snapshots!: SnapshotStore;
   private diffIdCache = new Map<string, Promise<string>>();
   private gitVersions = new Map<string, Promise<string | undefined>>();
   private log: Logger;
@@ -148,9 +137,10 @@ export class Builder {
         log: this.log,
         unpack: (tar, dir, o) => unpackLayer(tar, dir, o),
       };
-      if (factory.check) await factory.check(dctx);
+      if (factory.check) await checkOnce(settings.rootsDir, factory.type, () => factory.check!(dctx));
       const driver = await factory.create(dctx);
       this.driver = driver;
+      this.snapshots = new SnapshotStore(driver, this.layout, this.log);
       if (driver.cleanup) await driver.cleanup();
       for (const file of this.opts.files) await this.buildFile(file);
       return { built: this.built };
@@ -232,7 +222,9 @@ export class Builder {
     await Promise.allSettled(plan.order.map(start));
     for (const name of plan.order) {
       const b = this.built.get(name);
-      if (b && !b.buildOnly && b.tag) await this.layout.tag(name, b.tag);
+      if (!b || b.buildOnly || !b.tag) continue;
+      if ((this.opts.layerTypes ?? ['tar']).includes('tar')) await this.layout.tag(name, b.tag);
+      for (const [tag, d] of Object.entries(b.flavours ?? {})) await this.layout.tag(tag, d);
     }
     if (failures.length === 0 && this.opts.signal?.aborted)
       throw new UserError('aborted', 'build interrupted');
@@ -333,68 +325,9 @@ export class Builder {
     return p;
   }
 
-  /** Serialise work on one snapshot name (two stanzas on one base unpack it once). */
-  private async withSnapshotLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.snapshotLocks.get(name) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => {
-      release = r;
-    });
-    this.snapshotLocks.set(
-      name,
-      prev.then(() => mine),
-    );
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
-
   /** Make sure every layer of `image` is a committed snapshot; returns the top one's name. */
-  private async ensureSnapshots(image: BaseImage): Promise<string | undefined> {
-    const diffIds = image.config.rootfs.diff_ids;
-    if (diffIds.length !== image.manifest.layers.length) {
-      throw new UserError(
-        'bad-image',
-        `image ${image.identity} has ${image.manifest.layers.length} layers but ${diffIds.length} diff ids in its config`,
-      );
-    }
-    const chains = chainIds(diffIds);
-    let parent: string | undefined;
-    for (let i = 0; i < chains.length; i++) {
-      const name = chains[i];
-      const layer = image.manifest.layers[i];
-      const parentName = parent;
-      await this.withSnapshotLock(name, async () => {
-        if (await this.driver.exists(name)) return;
-        const key = `extract-${shortId()}`;
-        await this.driver.prepare(key, parentName);
-        try {
-          this.log.debug(`unpacking layer ${layer.digest}`);
-          await this.driver.unpackLayer(key, await this.openUncompressed(layer));
-          await this.driver.commit(name, key);
-        } catch (e) {
-          await this.driver.remove(key).catch(() => {});
-          throw e;
-        }
-      });
-      parent = name;
-    }
-    return parent;
-  }
-
-  private async openUncompressed(layer: Descriptor): Promise<Readable> {
-    const s = await this.layout.open(layer.digest);
-    if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip')) return s.pipe(createGunzip());
-    if (layer.mediaType.endsWith('+zstd')) {
-      throw new UserError(
-        'layer-type',
-        `layer ${layer.digest} is zstd-compressed, which this stacker cannot unpack yet`,
-      );
-    }
-    return s;
+  private ensureSnapshots(image: BaseImage): Promise<string | undefined> {
+    return this.snapshots.ensure(image);
   }
 
   private async buildStanza(file: StackerFile, layer: Layer): Promise<BuiltStanza> {
@@ -402,11 +335,19 @@ export class Builder {
     const log = this.log;
     this.event(name, 'resolving');
     log.info(`preparing image ${name}...`);
-    const source = await this.opts.registry.source(layer.from.type);
+    const source = await this.opts.registry.source(layer.from.type).catch((e: unknown) => {
+      // unknown type, plugin that fails to load: point at the stanza's `type:`
+      if (!isUserError(e) || e.place.file) throw e;
+      const place = file.placeOf(name, ['from', 'type']);
+      const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
+      throw new UserError(e.code, `${where}${name}: ${e.message}`, { ...place, stanza: name }, { cause: e });
+    });
     const parsed = source.schema.safeParse(layer.from);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const keyPath = ['from', ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))];
+      // a key the plugin's strict schema does not know: point at that key, not its mapping
+      if (issue.code === 'unrecognized_keys' && issue.keys.length > 0) keyPath.push(issue.keys[0]);
       const place = file.placeOf(name, keyPath as (string | number)[]);
       const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
       throw new UserError('from', `${where}${name}: ${keyPath.join('.')}: ${issue.message}`, {
@@ -510,6 +451,16 @@ export class Builder {
       cached: Boolean(hit),
       tag: { ...mdesc, platform: { os: config.os, architecture: config.architecture } },
     };
+    const types = this.opts.layerTypes ?? ['tar'];
+    if (!layer.buildOnly && types.some((t) => t !== 'tar')) {
+      this.event(name, 'writing');
+      result.flavours = await extraFlavours(name, image, types, {
+        layout: this.layout,
+        stackerDir: this.opts.settings.stackerDir,
+        log,
+        sourceDateEpoch: sde,
+      });
+    }
     this.built.set(name, result);
     if (!hit) {
       this.event(name, 'done');
@@ -603,7 +554,7 @@ export class Builder {
         newLayer = { descriptor: written.descriptor, diffId: written.diffId };
         const top = chainIds([...base.config.rootfs.diff_ids, written.diffId]).at(-1)!;
         snapshot = top;
-        await this.withSnapshotLock(top, async () => {
+        await this.snapshots.withLock(top, async () => {
           if (await this.driver.exists(top)) await this.driver.remove(key);
           else await this.driver.commit(top, key);
         });
@@ -677,22 +628,7 @@ export class Builder {
   }
 
   private buildEnv(layer: Layer, base: BaseImage): string[] {
-    const env = new Map<string, string>();
-    for (const e of base.config.config?.Env ?? []) {
-      const i = e.indexOf('=');
-      env.set(e.slice(0, i < 0 ? e.length : i), i < 0 ? '' : e.slice(i + 1));
-    }
-    for (const [k, v] of Object.entries(layer.environment)) env.set(k, v);
-    const patterns = layer.buildEnvPassthrough
-      ? layer.buildEnvPassthrough.map((p) => new RegExp(`^(?:${p})$`))
-      : PASSTHROUGH_DEFAULT;
-    for (const [k, v] of Object.entries(process.env)) {
-      if (v !== undefined && patterns.some((p) => p.test(k))) env.set(k, v);
-    }
-    for (const [k, v] of Object.entries(layer.buildEnv)) env.set(k, v);
-    env.set('STACKER_LAYER_NAME', layer.name);
-    if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH.slice('PATH='.length));
-    return [...env].map(([k, v]) => `${k}=${v}`);
+    return runEnvironment(layer, base.config);
   }
 
   private async runSteps(
@@ -823,6 +759,18 @@ export class Builder {
   }
 }
 
+/**
+ * A driver's check (it may mount things to try them) runs once per roots dir and kernel:
+ * success is remembered in `<roots>/.<type>-checked`, so repeated builds start quickly.
+ */
+async function checkOnce(rootsDir: string, type: string, check: () => Promise<void>): Promise<void> {
+  const marker = join(rootsDir, `.${type}-checked`);
+  const stamp = `${release()}\n`;
+  if ((await fsp.readFile(marker, 'utf8').catch(() => '')) === stamp) return;
+  await check();
+  await fsp.writeFile(marker, stamp).catch(() => {});
+}
+
 async function exists(p: string): Promise<boolean> {
   try {
     await fsp.lstat(p);
@@ -856,7 +804,7 @@ async function removeIfEmpty(p: string): Promise<void> {
 }
 
 /** Resolve an absolute in-container path to its host path without leaving the root. */
-async function resolveInRoot(root: string, path: string): Promise<string> {
+export async function resolveInRoot(root: string, path: string): Promise<string> {
   const todo = path.split('/').filter((c) => c && c !== '.');
   const done: string[] = [];
   let hops = 0;

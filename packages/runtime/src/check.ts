@@ -1,7 +1,12 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa } from 'execa';
+import type { Options } from 'execa';
+
+/** execa, imported on first use: loading it costs a quarter second, and a cached build runs nothing. */
+const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
+  (await import('execa')).execa(file, args, options as O);
+
 import { currentUser, idmapHelperPrivileged, reexecMode, subidRange, unshareFlags } from './userns.js';
 import { which } from './which.js';
 

@@ -2,7 +2,6 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { lstat, mkdir, readlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import { createInterface } from 'node:readline';
-import { execa } from 'execa';
 import { badBindDestination, runtimeMissing } from './errors.js';
 import { signalNumber } from './userns.js';
 import { which } from './which.js';
@@ -278,6 +277,8 @@ export interface RunContainerOptions {
 export async function runContainer(opts: RunContainerOptions): Promise<number> {
   const runtime = which(opts.runtime ?? 'runc');
   if (!runtime) throw runtimeMissing(opts.runtime ?? 'runc');
+  // imported here: loading execa is costly, and a build that runs nothing never needs it
+  const { execa } = await import('execa');
   await mkdir(opts.stateDir, { recursive: true });
   const base = ['--root', opts.stateDir];
   const pipeOf = (h: OutputHandling | undefined) => (typeof h === 'function' ? 'pipe' : (h ?? 'inherit'));

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -72,6 +72,37 @@ async function localPath(from: TarFrom, ctx: SourceContext): Promise<string> {
   return p;
 }
 
+interface Memo {
+  digest: string;
+  size: number;
+}
+
+async function memoFile(path: string, ctx: SourceContext): Promise<{ file: string; stamp: string }> {
+  const st = await fsp.stat(path);
+  const stamp = [st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs].join(':');
+  const name = `${createHash('sha256').update(path).digest('hex').slice(0, 32)}.json`;
+  return { file: join(ctx.cacheDir, 'tar-digests', name), stamp };
+}
+
+async function readMemo(path: string, ctx: SourceContext): Promise<Memo | undefined> {
+  const { file, stamp } = await memoFile(path, ctx);
+  try {
+    const m = JSON.parse(await fsp.readFile(file, 'utf8'));
+    if (m.stamp === stamp && typeof m.digest === 'string' && typeof m.size === 'number') return m;
+  } catch {
+    /* not imported yet */
+  }
+  return undefined;
+}
+
+async function writeMemo(path: string, ctx: SourceContext, memo: Memo): Promise<void> {
+  const { file, stamp } = await memoFile(path, ctx);
+  await fsp.mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fsp.writeFile(tmp, JSON.stringify({ path, stamp, ...memo }));
+  await fsp.rename(tmp, file);
+}
+
 async function magic(path: string): Promise<Buffer> {
   const fh = await fsp.open(path, 'r');
   try {
@@ -99,6 +130,13 @@ export const tarSource: Source<TarFrom> = {
   },
   async resolve(from, ctx) {
     const p = await localPath(from, ctx);
+    // A tarball already imported and unchanged since (same inode, size and times) is not
+    // read again: its blob is looked up by the digest remembered for it.
+    const memo = await readMemo(p, ctx);
+    if (memo && (await ctx.blobs.has(memo.digest))) {
+      const layer = { mediaType: MEDIA_TYPES.layerGzip, digest: memo.digest, size: memo.size };
+      return ctx.imageFromLayers([layer], `tar:${memo.digest}`);
+    }
     const m = await magic(p);
     let layer: Descriptor;
     if (m[0] === 0x1f && m[1] === 0x8b) {
@@ -121,6 +159,7 @@ export const tarSource: Source<TarFrom> = {
         MEDIA_TYPES.layerGzip,
       );
     }
+    await writeMemo(p, ctx, { digest: layer.digest, size: layer.size });
     return ctx.imageFromLayers([layer], `tar:${layer.digest}`);
   },
 };

@@ -1,5 +1,10 @@
 import { lstat } from 'node:fs/promises';
-import { execa } from 'execa';
+import type { Options } from 'execa';
+
+/** execa, imported on first use: loading it costs a quarter second, and a cached build runs nothing. */
+const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
+  (await import('execa')).execa(file, args, options as O);
+
 import { btrfsToolMissing } from './errors.js';
 
 /**

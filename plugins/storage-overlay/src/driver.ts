@@ -5,7 +5,12 @@ import { join, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { getAttribute, listAttributes } from '@napi-rs/xattr';
 import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
-import { execa } from 'execa';
+import type { Options } from 'execa';
+
+/** execa, imported on first use: loading it costs a quarter second, and a cached build runs nothing. */
+const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
+  (await import('execa')).execa(file, args, options as O);
+
 import { chainTooLong, snapshotInUse, unsupportedOverlayFeature } from './errors.js';
 import { isMountPoint, mountPoints, unmount } from './mounts.js';
 import { removeTree } from './rmrf.js';

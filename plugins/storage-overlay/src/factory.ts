@@ -1,7 +1,12 @@
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DriverContext, StorageDriverFactory } from '@stacker/plugin-api';
-import { execa } from 'execa';
+import type { Options } from 'execa';
+
+/** execa, imported on first use: loading it costs a quarter second, and a cached build runs nothing. */
+const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
+  (await import('execa')).execa(file, args, options as O);
+
 import { OverlayDriver } from './driver.js';
 import { notInNamespace, overlayUnavailable } from './errors.js';
 import { unmount } from './mounts.js';
