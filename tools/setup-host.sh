@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 pkgs=(uidmap runc btrfs-progs umoci skopeo docker-registry busybox-static squashfs-tools jq
       util-linux mount e2fsprogs attr tmux hyperfine debootstrap pigz ca-certificates git
-      apache2-utils)
+      apache2-utils mmdebstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

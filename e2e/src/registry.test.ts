@@ -1,117 +1,28 @@
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_TAR, type Result, removeWorkdir, stacker, workdir, write } from './harness.js';
+import {
+  haveRegistry,
+  htpasswdLine,
+  type Running,
+  skopeo,
+  startRegistry,
+  tagDigest,
+} from './registry-server.js';
 
 // A real registry (Debian's docker-registry, distribution 2.8) on 127.0.0.1, once open and
 // once behind htpasswd basic auth; images go in with skopeo and come back out with skopeo.
 
-const REGISTRY_BIN = '/usr/bin/docker-registry';
 const USER = 'pubuser';
 const PASSWORD = 'correct-horse-battery';
-
-interface Running {
-  port: number;
-  host: string;
-  proc: ChildProcess;
-  dir: string;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A bcrypt line for htpasswd: htpasswd itself when apache2-utils is there, else Python's crypt. */
-function htpasswdLine(user: string, password: string): string | undefined {
-  const h = spawnSync('htpasswd', ['-Bbn', user, password], { encoding: 'utf8' });
-  if (h.status === 0 && h.stdout.includes('$2')) return h.stdout.trim();
-  const py = spawnSync(
-    'python3',
-    [
-      '-W',
-      'ignore',
-      '-c',
-      'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))',
-      password,
-    ],
-    { encoding: 'utf8' },
-  );
-  if (py.status === 0 && py.stdout.startsWith('$2')) return `${user}:${py.stdout.trim()}`;
-  return undefined;
-}
-
-async function startRegistry(base: string, name: string, htpasswd?: string): Promise<Running> {
-  const dir = join(base, name);
-  mkdirSync(join(dir, 'storage'), { recursive: true });
-  const port = await freePort();
-  let config = `version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: ${join(dir, 'storage')}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:${port}
-  secret: e2e-${name}
-`;
-  if (htpasswd) {
-    writeFileSync(join(dir, 'htpasswd'), `${htpasswd}\n`);
-    config += `auth:
-  htpasswd:
-    realm: e2e-realm
-    path: ${join(dir, 'htpasswd')}
-`;
-  }
-  writeFileSync(join(dir, 'config.yml'), config);
-  const out = openSync(join(dir, 'registry.log'), 'w');
-  const proc = spawn(REGISTRY_BIN, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', out, out] });
-  const host = `127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (proc.exitCode !== null) break;
-    try {
-      const res = await fetch(`http://${host}/v2/`);
-      if (res.status === 200 || res.status === 401) return { port, host, proc, dir };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  proc.kill('SIGTERM');
-  throw new Error(`docker-registry did not start: ${readFileSync(join(dir, 'registry.log'), 'utf8')}`);
-}
-
-function skopeo(args: string[]): string {
-  return execFileSync('skopeo', ['--insecure-policy', ...args], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-}
-
-function tagDigest(layoutDir: string, tag: string): string | undefined {
-  const index = JSON.parse(readFileSync(join(layoutDir, 'index.json'), 'utf8')) as {
-    manifests: Array<{ digest: string; annotations?: Record<string, string> }>;
-  };
-  return index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag)?.digest;
-}
 
 function ok(r: Result, what: string): void {
   if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.output}`);
 }
 
-const canRun = existsSync(REGISTRY_BIN) && existsSync(BUSYBOX_TAR);
+const canRun = haveRegistry && existsSync(BUSYBOX_TAR);
 
 describe.skipIf(!canRun)('registries: docker:// sources and stacker publish', () => {
   let base: string;
@@ -124,7 +35,7 @@ describe.skipIf(!canRun)('registries: docker:// sources and stacker publish', ()
     const line = htpasswdLine(USER, PASSWORD);
     [open, locked] = await Promise.all([
       startRegistry(base, 'open'),
-      line ? startRegistry(base, 'locked', line) : Promise.resolve(undefined),
+      line ? startRegistry(base, 'locked', { htpasswd: line }) : Promise.resolve(undefined),
     ]);
 
     // the seed: busybox built by the CLI from the fixture tarball, pushed with skopeo
@@ -334,7 +245,10 @@ scratchpad:
       `app:\n  from:\n    type: docker\n    url: docker://${locked.host}/busybox:latest\n    insecure: true\n  run: echo hi > /hi\n`,
     );
     ok(
-      stacker(['build'], { cwd: dir, env: { REGISTRY_AUTH_FILE: authFile } }),
+      stacker(['--debug', '--log-file', join(dir, 'build.log'), 'build'], {
+        cwd: dir,
+        env: { REGISTRY_AUTH_FILE: authFile },
+      }),
       'build from the locked registry',
     );
 
@@ -374,12 +288,33 @@ scratchpad:
         USER,
         '--password',
         PASSWORD,
+        '--debug',
+        '--log-file',
+        join(dir, 'publish.log'),
       ],
       {
         cwd: dir,
       },
     );
     ok(good, 'publish with the right password');
+    // the password (plain, or as the base64 of user:password) is in no log, blob, cache or
+    // annotation: grep everything the build and the publish wrote
+    const secrets = [PASSWORD, Buffer.from(`${USER}:${PASSWORD}`).toString('base64')];
+    const leaks = spawnSync(
+      'grep',
+      [
+        '-rlF',
+        ...secrets.flatMap((s) => ['-e', s]),
+        join(dir, 'oci'),
+        join(dir, '.stacker'),
+        join(dir, 'build.log'),
+        join(dir, 'publish.log'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(leaks.stdout).toBe('');
+    expect(good.output).not.toContain(PASSWORD);
+    expect(readFileSync(join(dir, 'publish.log'), 'utf8')).toContain('stacker version');
     const inspected = JSON.parse(
       skopeo([
         'inspect',

@@ -12,13 +12,13 @@ describe('normaliseArgv', () => {
     expect(normaliseArgv(['build', '--debug'])).toEqual(['build', '--debug']);
     expect(normaliseArgv([])).toEqual([]);
   });
-  it('keeps topic commands together', () => {
+  it('drops global flags before `plugins …` (oclif commands that do not know them)', () => {
     expect(normaliseArgv(['--debug', 'plugins', 'install', 'file:x.tgz'])).toEqual([
       'plugins',
       'install',
-      '--debug',
       'file:x.tgz',
     ]);
+    expect(normaliseArgv(['--work-dir', 'W', 'plugins'])).toEqual(['plugins']);
   });
   it('drops global flags when there is no command, so the command list shows', () => {
     expect(normaliseArgv(['--debug'])).toEqual([]);

@@ -51,10 +51,8 @@ export function normaliseArgv(argv: string[]): string[] {
     // no command: `stacker --debug` shows the command list; `--help`/`--version` pass through
     return rest.length === 0 ? [] : rest;
   }
-  // a topic command like `plugins install` keeps its words together
-  let cmdWords = 1;
-  while (cmdWords < rest.length && rest[0] === 'plugins' && cmdWords < 2 && !rest[cmdWords].startsWith('-')) {
-    cmdWords += 1;
-  }
-  return [...rest.slice(0, cmdWords), ...moved, ...rest.slice(cmdWords)];
+  // `plugins …` are oclif's commands, which know none of stacker's global flags (they only
+  // shape logs and storage): drop them rather than fail with "Nonexistent flag"
+  if (rest[0] === 'plugins') return rest;
+  return [rest[0], ...moved, ...rest.slice(1)];
 }

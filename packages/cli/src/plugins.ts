@@ -3,16 +3,22 @@ import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core';
 import type { PluginRegistry } from '@stacker/core';
 import {
+  type BaseImage,
+  baseImageShape,
+  isUserError,
   type Logger,
   pluginDeclaration,
   pluginModuleShape,
   type Source,
+  type SourceContext,
   type StorageDriverFactory,
   UserError,
 } from '@stacker/plugin-api';
 
 interface Provider {
   plugin: string;
+  /** oclif's plugin type: core, user or link. */
+  kind: string;
   root: string;
   module: string;
 }
@@ -24,17 +30,20 @@ const WELL_KNOWN: Record<string, string> = {
   btrfs: '@stacker/storage-btrfs',
 };
 
+type Loaded = { sources: Source[]; storage: StorageDriverFactory[] };
+
 /**
  * Finds sources and storage drivers among oclif's plugins (core ones listed in the cli's
  * package.json, user ones from `stacker plugins install`) by their package.json
  * declaration alone, and imports a plugin's module only when a stackerfile uses its type.
  * Everything a plugin exports is checked by shape: each plugin has its own copies of our
- * packages, so instanceof means nothing across them.
+ * packages, so instanceof means nothing across them. Whatever a plugin throws reaches the
+ * user as one sentence naming the plugin.
  */
 export class OclifPluginRegistry implements PluginRegistry {
-  private sources = new Map<string, Provider>();
-  private storages = new Map<string, Provider>();
-  private modules = new Map<string, Promise<{ sources: Source[]; storage: StorageDriverFactory[] }>>();
+  private sources = new Map<string, Provider[]>();
+  private storages = new Map<string, Provider[]>();
+  private modules = new Map<string, Promise<Loaded>>();
 
   constructor(
     config: Pick<Config, 'getPluginsList'>,
@@ -45,27 +54,23 @@ export class OclifPluginRegistry implements PluginRegistry {
       if (raw === undefined) continue;
       const decl = pluginDeclaration.safeParse(raw);
       if (!decl.success) {
+        const i = decl.error.issues[0];
         this.log?.warn(
-          `plugin ${plugin.name} has an invalid "oclif.stacker" section in package.json; ignoring it`,
+          `plugin ${plugin.name} has an invalid "oclif.stacker" section in its package.json (${[
+            'oclif.stacker',
+            ...i.path.map(String),
+          ].join('.')}: ${i.message}); ignoring it`,
         );
         continue;
       }
-      const provider = { plugin: plugin.name, root: plugin.root, module: decl.data.module };
-      this.claim(this.sources, decl.data.sources, provider, 'source type');
-      this.claim(this.storages, decl.data.storage, provider, 'storage type');
-    }
-  }
-
-  private claim(map: Map<string, Provider>, types: string[], p: Provider, what: string) {
-    for (const t of types) {
-      const other = map.get(t);
-      if (other && other.plugin !== p.plugin) {
-        throw new UserError(
-          'plugin-conflict',
-          `plugins ${other.plugin} and ${p.plugin} both provide the ${what} "${t}"; uninstall one of them (stacker plugins uninstall NAME)`,
-        );
-      }
-      map.set(t, p);
+      const provider = {
+        plugin: plugin.name,
+        kind: String(plugin.type ?? 'core'),
+        root: plugin.root,
+        module: decl.data.module,
+      };
+      claim(this.sources, decl.data.sources, provider);
+      claim(this.storages, decl.data.storage, provider);
     }
   }
 
@@ -77,47 +82,14 @@ export class OclifPluginRegistry implements PluginRegistry {
     return [...this.storages.keys()].sort();
   }
 
-  private load(p: Provider) {
-    let m = this.modules.get(p.plugin);
-    if (!m) {
-      m = (async () => {
-        let mod: unknown;
-        try {
-          mod = await import(pathToFileURL(join(p.root, p.module)).href);
-        } catch (e) {
-          throw new UserError('plugin-load', `plugin ${p.plugin} failed to load: ${(e as Error).message}`);
-        }
-        const checked = pluginModuleShape.safeParse(mod);
-        if (!checked.success) {
-          const i = checked.error.issues[0];
-          throw new UserError(
-            'plugin-contract',
-            `plugin ${p.plugin} does not follow the plugin contract: ${i.path.join('.')}: ${i.message}`,
-          );
-        }
-        return {
-          sources: (checked.data.sources ?? []) as unknown as Source[],
-          storage: (checked.data.storage ?? []) as unknown as StorageDriverFactory[],
-        };
-      })();
-      this.modules.set(p.plugin, m);
-    }
-    return m;
-  }
-
-  private unknown(kind: string, type: string, known: string[]): never {
-    const hint = WELL_KNOWN[type]
-      ? `; the plugin ${WELL_KNOWN[type]} provides it (stacker plugins install ${WELL_KNOWN[type]})`
-      : '';
-    throw new UserError(
-      'unknown-type',
-      `unknown ${kind} "${type}": known ${kind}s are ${known.join(', ') || 'none'}${hint}`,
-    );
+  /** The plugin that provides a type, if exactly one does. */
+  providerOf(kind: 'source' | 'storage', type: string): string | undefined {
+    const ps = (kind === 'source' ? this.sources : this.storages).get(type);
+    return ps?.length === 1 ? ps[0].plugin : undefined;
   }
 
   async source(type: string): Promise<Source> {
-    const p = this.sources.get(type);
-    if (!p) this.unknown('source type', type, this.sourceTypes());
+    const p = this.provider(this.sources, 'source type', type);
     const mod = await this.load(p);
     const s = mod.sources.find((x) => x.type === type);
     if (!s) {
@@ -126,12 +98,11 @@ export class OclifPluginRegistry implements PluginRegistry {
         `plugin ${p.plugin} declares the source type "${type}" but its module does not export it`,
       );
     }
-    return s;
+    return guardSource(s, p.plugin);
   }
 
   async storage(type: string): Promise<StorageDriverFactory> {
-    const p = this.storages.get(type);
-    if (!p) this.unknown('storage type', type, this.storageTypes());
+    const p = this.provider(this.storages, 'storage type', type);
     const mod = await this.load(p);
     const s = mod.storage.find((x) => x.type === type);
     if (!s) {
@@ -140,6 +111,179 @@ export class OclifPluginRegistry implements PluginRegistry {
         `plugin ${p.plugin} declares the storage type "${type}" but its module does not export it`,
       );
     }
-    return s;
+    return guardStorage(s, p.plugin);
   }
+
+  private provider(map: Map<string, Provider[]>, kind: string, type: string): Provider {
+    const ps = map.get(type);
+    if (!ps || ps.length === 0) {
+      const known = [...map.keys()].sort();
+      const hint = WELL_KNOWN[type]
+        ? `; the plugin ${WELL_KNOWN[type]} provides it (stacker plugins install ${WELL_KNOWN[type]})`
+        : '';
+      throw new UserError(
+        'unknown-type',
+        `unknown ${kind} "${type}": known ${kind}s are ${known.join(', ') || 'none'}${hint}`,
+      );
+    }
+    if (ps.length > 1) {
+      const names = ps.map((x) => `${x.plugin} (${x.kind})`);
+      const removable = ps.filter((x) => x.kind !== 'core').map((x) => x.plugin);
+      throw new UserError(
+        'plugin-conflict',
+        `plugins ${names.slice(0, -1).join(', ')} and ${names.at(-1)} both provide the ${kind} "${type}"; ` +
+          `uninstall one of them (stacker plugins uninstall ${removable.at(-1) ?? ps.at(-1)?.plugin})`,
+      );
+    }
+    return ps[0];
+  }
+
+  private load(p: Provider): Promise<Loaded> {
+    let m = this.modules.get(p.plugin);
+    if (!m) {
+      m = (async () => {
+        let mod: unknown;
+        try {
+          mod = await import(pathToFileURL(join(p.root, p.module)).href);
+        } catch (e) {
+          throw new UserError(
+            'plugin-load',
+            `plugin ${p.plugin} failed to load: ${messageOf(e)}`,
+            {},
+            { cause: e },
+          );
+        }
+        const checked = pluginModuleShape.safeParse(mod);
+        if (!checked.success) {
+          const i = checked.error.issues[0];
+          throw new UserError(
+            'plugin-contract',
+            `plugin ${p.plugin} does not follow the plugin contract: ${i.path.join('.') || 'its module'}: ${i.message}`,
+          );
+        }
+        // the module's own objects, not zod's copies: those would lose every other
+        // property a plugin's methods may reach through `this`
+        const exported = mod as { sources?: Source[]; storage?: StorageDriverFactory[] };
+        return { sources: exported.sources ?? [], storage: exported.storage ?? [] };
+      })();
+      this.modules.set(p.plugin, m);
+    }
+    return m;
+  }
+}
+
+function claim(map: Map<string, Provider[]>, types: string[], p: Provider) {
+  for (const t of types) {
+    const list = map.get(t) ?? [];
+    // oclif lists a user plugin that overrides a core one of the same name only once, but
+    // a package may name a type twice
+    if (!list.some((x) => x.plugin === p.plugin)) list.push(p);
+    map.set(t, list);
+  }
+}
+
+function messageOf(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  if (typeof e === 'object' && e !== null && typeof (e as { message?: unknown }).message === 'string')
+    return (e as { message: string }).message;
+  return String(e);
+}
+
+/** A `from:` mapping as one short line, for messages: `{type: debian, suite: bookworm}`. */
+export function describeFrom(from: unknown): string {
+  const show = (v: unknown): string => {
+    if (Array.isArray(v)) return `[${v.map(show).join(', ')}]`;
+    if (v !== null && typeof v === 'object')
+      return `{${Object.entries(v)
+        .map(([k, x]) => `${k}: ${show(x)}`)
+        .join(', ')}}`;
+    if (typeof v === 'string') return /^[\w./:@+~-]+$/.test(v) ? v : JSON.stringify(v);
+    return String(v);
+  };
+  const s = show(from);
+  return s.length > 200 ? `${s.slice(0, 197)}...` : s;
+}
+
+/** Anything but a UserError that a plugin throws becomes one naming the plugin (the user
+ * cannot fix a plugin's bug, but can report it to the right people). */
+function blame(plugin: string, doing: string, place: { stanza?: string; key?: string } = {}) {
+  return (e: unknown): never => {
+    if (isUserError(e)) throw e;
+    throw new UserError('plugin-failed', `plugin ${plugin} failed to ${doing}: ${messageOf(e)}`, place, {
+      cause: e,
+    });
+  };
+}
+
+/** The plugin's own object stays the prototype, so whatever else it carries still shows. */
+function guardSource(s: Source, plugin: string): Source {
+  const guarded: Source = Object.create(s);
+  Object.assign(guarded, {
+    async resolve(from: any, ctx: SourceContext) {
+      const doing = `resolve from: ${describeFrom(from)}`;
+      const place = { stanza: ctx.stanza, key: 'from' };
+      const base: unknown = await Promise.resolve()
+        .then(() => s.resolve(from, ctx))
+        .catch(blame(plugin, doing, place));
+      const checked = baseImageShape.safeParse(base);
+      if (!checked.success) {
+        const i = checked.error.issues[0];
+        throw new UserError(
+          'plugin-contract',
+          `plugin ${plugin} does not follow the plugin contract: resolve returned a bad base image (${
+            i.path.join('.') || 'the result'
+          }: ${i.message})`,
+          place,
+        );
+      }
+      return base as BaseImage;
+    },
+  });
+  if (s.dependencies) {
+    guarded.dependencies = (from: any) => {
+      let deps: unknown;
+      try {
+        deps = s.dependencies?.(from);
+      } catch (e) {
+        blame(plugin, `list the dependencies of from: ${describeFrom(from)}`)(e);
+      }
+      if (!Array.isArray(deps) || deps.some((d) => typeof d !== 'string')) {
+        throw new UserError(
+          'plugin-contract',
+          `plugin ${plugin} does not follow the plugin contract: dependencies() must return a list of layer names`,
+        );
+      }
+      return deps as string[];
+    };
+  }
+  if (s.identity) {
+    guarded.identity = async (from, ctx) => {
+      const id: unknown = await Promise.resolve()
+        .then(() => s.identity?.(from, ctx))
+        .catch(blame(plugin, `compute the identity of from: ${describeFrom(from)}`, { stanza: ctx.stanza }));
+      if (typeof id !== 'string' || id === '') {
+        throw new UserError(
+          'plugin-contract',
+          `plugin ${plugin} does not follow the plugin contract: identity() must return a non-empty string`,
+        );
+      }
+      return id;
+    };
+  }
+  return guarded;
+}
+
+function guardStorage(f: StorageDriverFactory, plugin: string): StorageDriverFactory {
+  const guarded: StorageDriverFactory = Object.create(f);
+  guarded.create = (ctx) =>
+    Promise.resolve()
+      .then(() => f.create(ctx))
+      .catch(blame(plugin, `open the storage driver "${f.type}"`));
+  if (f.check) {
+    guarded.check = (ctx) =>
+      Promise.resolve()
+        .then(() => f.check?.(ctx))
+        .catch(blame(plugin, `check the storage driver "${f.type}"`));
+  }
+  return guarded;
 }

@@ -17,7 +17,14 @@ import {
   UserError,
   type Viewer,
 } from '@stacker/plugin-api';
-import { createInRoot, makeBundle, RUN_SCRIPT_PATH, runContainer, writeRunScript } from '@stacker/runtime';
+import {
+  cleanupContainers,
+  createInRoot,
+  makeBundle,
+  RUN_SCRIPT_PATH,
+  runContainer,
+  writeRunScript,
+} from '@stacker/runtime';
 import type { Layer, StackerFile } from '@stacker/stackerfile';
 import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
 import { chainIds } from './chain.js';
@@ -60,9 +67,14 @@ export interface BuildOptions {
   noCache?: boolean;
   /** Progress callback for the live view. */
   onEvent?: (e: BuildEvent) => void;
+  /** Byte progress of a source's transfers (downloads), for the live view. */
+  onProgress?: (p: TransferProgress) => void;
   /** `--layer-type`s to tag (default `['tar']`): `tar` tags NAME, others NAME-TYPE. */
   layerTypes?: string[];
 }
+
+/** `done` of `total` bytes of `label` (a source's download) for `stanza`. */
+export type TransferProgress = { stanza: string; label: string; done: number; total: number };
 
 export type BuildEvent = {
   stanza: string;
@@ -141,6 +153,12 @@ export class Builder {
       const driver = await factory.create(dctx);
       this.driver = driver;
       this.snapshots = new SnapshotStore(driver, this.layout, this.log);
+      // containers of a killed build (we hold the lock: nobody else's) go before their mounts
+      const stale = await cleanupContainers({
+        runtime: settings.runtime,
+        stateDir: join(settings.stackerDir, 'runc'),
+      });
+      if (stale.length) this.log.info(`removed ${stale.length} container(s) left by an interrupted build`);
       if (driver.cleanup) await driver.cleanup();
       for (const file of this.opts.files) await this.buildFile(file);
       return { built: this.built };
@@ -266,6 +284,9 @@ export class Builder {
       },
       imageFromLayers: (layers, identity) => this.imageFromLayers(layers, identity),
       signal: this.opts.signal ?? new AbortController().signal,
+      progress: this.opts.onProgress
+        ? (label, done, total) => this.opts.onProgress?.({ stanza: layer.name, label, done, total })
+        : undefined,
     };
   }
 
@@ -346,11 +367,18 @@ export class Builder {
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const keyPath = ['from', ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))];
-      // a key the plugin's strict schema does not know: point at that key, not its mapping
-      if (issue.code === 'unrecognized_keys' && issue.keys.length > 0) keyPath.push(issue.keys[0]);
+      let message = `${name}: ${keyPath.join('.')}: ${issue.message}`;
+      // a key the plugin's strict schema does not know: point at that key, as for core keys
+      if (issue.code === 'unrecognized_keys' && issue.keys.length > 0) {
+        keyPath.push(issue.keys[0]);
+        const shape = (source.schema as { shape?: Record<string, unknown> }).shape;
+        const known =
+          shape && typeof shape === 'object' ? `; use one of: ${Object.keys(shape).join(', ')}` : '';
+        message = `unknown key "${keyPath.slice(1).join('.')}" in the from of layer "${name}"${known}`;
+      }
       const place = file.placeOf(name, keyPath as (string | number)[]);
       const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
-      throw new UserError('from', `${where}${name}: ${keyPath.join('.')}: ${issue.message}`, {
+      throw new UserError('from', `${where}${message}`, {
         ...place,
         stanza: name,
       });

@@ -113,8 +113,17 @@ export async function stageImports(imports: ImportSpec[], ctx: ImportContext): P
     const target = () => join(ctx.stageDir, name);
     const m = /^stacker:\/\/([^/]+)(\/.*)$/.exec(spec.path);
     if (m) {
-      name = posix.basename(m[2]);
-      await ctx.copyFromLayer(m[1], m[2], target());
+      // `..` never climbs above the layer's root; the path must still name something in it
+      const inLayer = posix.normalize(m[2]);
+      name = posix.basename(inLayer);
+      if (name === '' || name === '.' || name === '..') {
+        throw new UserError(
+          'import-path',
+          `import ${spec.path} of ${ctx.stanza} names the root of ${m[1]}; import a file or directory inside it`,
+          { stanza: ctx.stanza, key: 'imports' },
+        );
+      }
+      await ctx.copyFromLayer(m[1], inLayer, target());
     } else if (isHttp(spec.path)) {
       if (ctx.requireHash && spec.hash === undefined) {
         throw new UserError(
@@ -178,5 +187,15 @@ export async function stageImports(imports: ImportSpec[], ctx: ImportContext): P
 export function destinationOf(imp: StagedImport): string | undefined {
   const d = imp.spec.dest;
   if (d === undefined) return undefined;
-  return d.endsWith('/') ? posix.join(d, imp.name) : d;
+  // Normalised as an absolute path, `..` stops at the rootfs's `/`: a dest can never name
+  // a host path. Symlinks on the way are resolved inside the rootfs by the caller.
+  const dest = posix.normalize(posix.join('/', d.endsWith('/') ? posix.join(d, imp.name) : d));
+  if (dest === '/') {
+    throw new UserError(
+      'import-dest',
+      `import ${imp.spec.path}: dest ${JSON.stringify(d)} names the root of the image; give a path inside it such as "/${imp.name}"`,
+      { key: 'imports' },
+    );
+  }
+  return dest;
 }

@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   badTag: 'OCI_BAD_TAG',
   badManifest: 'OCI_BAD_MANIFEST',
   badTar: 'OCI_BAD_TAR',
+  layerTooBig: 'OCI_LAYER_TOO_BIG',
+  noSpace: 'OCI_NO_SPACE',
   unsafePath: 'OCI_UNSAFE_PATH',
   badChanges: 'OCI_BAD_CHANGES',
   fileChanged: 'OCI_FILE_CHANGED',
@@ -81,6 +83,22 @@ export function badManifest(digest: string, why: string): UserError {
 
 export function badTar(why: string): UserError {
   return new UserError(ERROR_CODES.badTar, `the layer tar is corrupt: ${why}.`);
+}
+
+export function layerTooBig(what: string, limit: number, envVar: string): UserError {
+  return new UserError(
+    ERROR_CODES.layerTooBig,
+    `the layer tar is too big: ${what}, over the limit of ${limit}; if the layer is genuine, raise the limit with ${envVar}.`,
+  );
+}
+
+export function noSpace(dir: string, cause: unknown): UserError {
+  return new UserError(
+    ERROR_CODES.noSpace,
+    `no space left on the file system of the OCI layout ${dir} while writing a blob; nothing was stored: free some space or choose another --oci-dir.`,
+    {},
+    { cause },
+  );
 }
 
 export function unsafePath(name: string, why: string): UserError {

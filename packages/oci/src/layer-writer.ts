@@ -198,6 +198,10 @@ export async function putLayer(
     throw e;
   });
   const mediaType = options.mediaType ?? (gzip ? MEDIA_TYPES.layerGzip : MEDIA_TYPES.layerTar);
-  const [descriptor] = await Promise.all([store.putStream(out, mediaType), piped]);
-  return { descriptor, diffId: diff.digest() };
+  // Both sides settle before we answer; the store's error comes first: when the write side
+  // fails (a full disk), the tar side only sees its stream destroyed with that same error.
+  const [stored, made] = await Promise.allSettled([store.putStream(out, mediaType), piped]);
+  if (stored.status === 'rejected') throw stored.reason;
+  if (made.status === 'rejected') throw made.reason;
+  return { descriptor: stored.value, diffId: diff.digest() };
 }

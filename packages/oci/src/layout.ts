@@ -25,6 +25,7 @@ import {
   badTag,
   blobMissing,
   digestMismatch,
+  noSpace,
   notALayout,
   sizeMismatch,
   tagNotFound,
@@ -84,16 +85,18 @@ export class OciLayout implements BlobStore {
   static async init(dir: string): Promise<OciLayout> {
     const abs = resolve(dir);
     await fsp.mkdir(join(abs, 'blobs', 'sha256'), { recursive: true });
-    const layoutFile = join(abs, 'oci-layout');
-    if (!(await exists(layoutFile))) {
-      await writeAtomic(layoutFile, canonicalJson({ imageLayoutVersion: LAYOUT_VERSION }));
-    }
+    // index.json first: oci-layout is what marks a complete layout, so a writer killed
+    // between the two leaves a directory the next init finishes, never a half layout.
     const indexFile = join(abs, 'index.json');
     if (!(await exists(indexFile))) {
       await writeAtomic(
         indexFile,
         canonicalJson({ schemaVersion: 2, mediaType: MEDIA_TYPES.index, manifests: [] }),
       );
+    }
+    const layoutFile = join(abs, 'oci-layout');
+    if (!(await exists(layoutFile))) {
+      await writeAtomic(layoutFile, canonicalJson({ imageLayoutVersion: LAYOUT_VERSION }));
     }
     return OciLayout.open(abs);
   }
@@ -122,7 +125,31 @@ export class OciLayout implements BlobStore {
     await fsp.mkdir(join(abs, 'blobs', 'sha256'), { recursive: true });
     const layout = new OciLayout(abs);
     await layout.readIndex();
+    await layout.removeDeadWritersTemps();
     return layout;
+  }
+
+  /**
+   * Remove the temp files of writers that died (a killed build): their names carry the
+   * writer's pid, and a temp of a live process is left alone.
+   */
+  async removeDeadWritersTemps(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const dir of [join(this.dir, 'blobs'), this.dir]) {
+      let names: string[];
+      try {
+        names = await fsp.readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const m = /^(?:\.tmp-|index\.json\.tmp-|oci-layout\.tmp-)(\d+)-/.exec(name);
+        if (!m || processAlive(Number(m[1]))) continue;
+        await fsp.rm(join(dir, name), { force: true });
+        removed.push(name);
+      }
+    }
+    return removed;
   }
 
   // ---- blobs ----------------------------------------------------------------------------
@@ -157,7 +184,7 @@ export class OciLayout implements BlobStore {
       await fsp.rename(tmp, this.path(hasher.digest()));
     } catch (e) {
       await fsp.rm(tmp, { force: true });
-      throw e;
+      throw isNoSpace(e) ? noSpace(this.dir, e) : e;
     } finally {
       this.activeTemps.delete(tmp);
     }
@@ -505,7 +532,11 @@ export class OciLayout implements BlobStore {
     await this.withIndexLock(async () => {
       const index = await this.readIndex();
       change(index);
-      await writeAtomic(join(this.dir, 'index.json'), canonicalJson(index));
+      try {
+        await writeAtomic(join(this.dir, 'index.json'), canonicalJson(index));
+      } catch (e) {
+        throw isNoSpace(e) ? noSpace(this.dir, e) : e;
+      }
     });
   }
 
@@ -519,6 +550,21 @@ export class OciLayout implements BlobStore {
     } finally {
       if (indexLocks.get(this.dir) === settled) indexLocks.delete(this.dir);
     }
+  }
+}
+
+function isNoSpace(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -220,7 +220,7 @@ function parseNumeric(field: Buffer): number {
     let value = 0;
     for (let i = 0; i < field.length; i++) {
       let byte = field[i];
-      if (i === 0) byte &= 0x7f;
+      if (i === 0 && !negative) byte &= 0x7f;
       if (negative) byte ^= 0xff;
       value = value * 256 + byte;
     }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { badTar } from './errors.js';
+import { badTar, layerTooBig } from './errors.js';
 import {
   decodeHeader,
   decodePaxRecords,
@@ -18,6 +18,43 @@ export interface TarEntry {
 }
 
 const MAX_META = 16 << 20; // PAX and GNU long-name bodies are read whole; keep them sane
+
+/**
+ * Bounds on what one layer tar may hold, so that a hostile or broken layer (a tar bomb of
+ * millions of entries, a header declaring a petabyte file) fails with a clear error rather
+ * than filling the disk or running for hours.
+ */
+export interface TarLimits {
+  /** Header blocks (entries, PAX and long-name records included). */
+  maxEntries?: number;
+  /** Bytes of content declared by all entries together. */
+  maxBytes?: number;
+}
+
+export const LIMIT_ENV = {
+  maxEntries: 'STACKER_LAYER_MAX_ENTRIES',
+  maxBytes: 'STACKER_LAYER_MAX_BYTES',
+} as const;
+
+export const DEFAULT_TAR_LIMITS: Required<TarLimits> = {
+  maxEntries: 4_000_000,
+  maxBytes: 256 * 1024 ** 3,
+};
+
+/** The limits in force: explicit ones, else the environment's, else the defaults. */
+export function tarLimits(
+  explicit: TarLimits = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Required<TarLimits> {
+  const pick = (key: keyof TarLimits): number => {
+    const given = explicit[key];
+    if (given !== undefined) return given;
+    const text = env[LIMIT_ENV[key]];
+    if (text !== undefined && /^\d+$/.test(text.trim())) return Number(text.trim());
+    return DEFAULT_TAR_LIMITS[key];
+  };
+  return { maxEntries: pick('maxEntries'), maxBytes: pick('maxBytes') };
+}
 
 /** Pulls exact byte counts out of a stream without gathering more than it must. */
 class ByteReader {
@@ -136,7 +173,11 @@ export async function* decompressIfGzip(
  */
 export async function* readTar(
   stream: Readable | AsyncIterable<Buffer> | Iterable<Buffer>,
+  limits: TarLimits = {},
 ): AsyncGenerator<TarEntry> {
+  const { maxEntries, maxBytes } = tarLimits(limits);
+  let entries = 0;
+  let bytes = 0;
   const reader = new ByteReader(
     decompressIfGzip(stream as AsyncIterable<Buffer> | Iterable<Buffer>)[Symbol.asyncIterator](),
   );
@@ -151,6 +192,9 @@ export async function* readTar(
     if (block.length < TAR_BLOCK) throw badTar('the archive ends inside a header');
     const raw = decodeHeader(block);
     if (raw === null) return; // first zero block: end of archive
+    if (++entries > maxEntries)
+      throw layerTooBig(`it has more than ${maxEntries} entries`, maxEntries, LIMIT_ENV.maxEntries);
+    checkSize(raw.size, `entry ${JSON.stringify(raw.name)}`);
     const padded = raw.size + paddingFor(raw.size);
 
     if (raw.typeflag === 'x' || raw.typeflag === 'g' || raw.typeflag === 'L' || raw.typeflag === 'K') {
@@ -185,15 +229,16 @@ export async function* readTar(
     name = str('path') ?? name;
     linkname = str('linkpath') ?? linkname;
     const size = num('size', raw.size);
+    checkSize(size, `entry ${JSON.stringify(name)}`);
     const type = entryType(raw.typeflag, name);
     const header: TarHeader = {
       name,
       type,
       mode: raw.mode & 0o7777,
-      uid: num('uid', raw.uid),
-      gid: num('gid', raw.gid),
+      uid: checkId(num('uid', raw.uid), 'uid', name),
+      gid: checkId(num('gid', raw.gid), 'gid', name),
       size: type === 'file' ? size : 0,
-      mtime: Math.floor(num('mtime', raw.mtime)),
+      mtime: checkTime(Math.floor(num('mtime', raw.mtime)), name),
       linkname: type === 'symlink' || type === 'hardlink' ? linkname : undefined,
       devmajor: raw.devmajor,
       devminor: raw.devminor,
@@ -201,6 +246,14 @@ export async function* readTar(
     };
     // Content follows any header with a size, whatever its type; only files expose it.
     const dataSize = raw.typeflag === '1' || raw.typeflag === '2' || raw.typeflag === '5' ? 0 : size;
+    bytes += dataSize;
+    if (bytes > maxBytes) {
+      throw layerTooBig(
+        `entry ${JSON.stringify(name)} declares ${dataSize} bytes, bringing the layer to ${bytes} bytes`,
+        maxBytes,
+        LIMIT_ENV.maxBytes,
+      );
+    }
     let unread = dataSize;
     let opened = false;
     const fileBytes = type === 'file' ? dataSize : 0;
@@ -220,6 +273,24 @@ export async function* readTar(
     await reader.skip(unread);
     await reader.skip(paddingFor(dataSize));
   }
+}
+
+/** A size from a header or PAX record must be a whole, non-negative, exact number. */
+function checkSize(size: number, what: string): void {
+  if (!Number.isSafeInteger(size) || size < 0) throw badTar(`${what} has an impossible size ${size}`);
+}
+
+function checkId(id: number, what: string, name: string): number {
+  if (!Number.isInteger(id) || id < 0 || id > 0xfffffffe)
+    throw badTar(`entry ${JSON.stringify(name)} has an impossible ${what} ${id}`);
+  return id;
+}
+
+/** Seconds since the epoch within what file systems store (about ±292 billion years is not). */
+function checkTime(t: number, name: string): number {
+  if (!Number.isSafeInteger(t) || Math.abs(t) > 2 ** 40)
+    throw badTar(`entry ${JSON.stringify(name)} has an impossible mtime ${t}`);
+  return t;
 }
 
 function entryType(typeflag: string, name: string): EntryType {

@@ -9,7 +9,7 @@ import { setAttributeSync } from '@napi-rs/xattr';
 import { type Logger, silentLogger, type UnpackOptions } from '@stacker/plugin-api';
 import { badTar, chownFailed, unsafePath } from './errors.js';
 import type { TarHeader } from './tar-header.js';
-import { readTar } from './tar-reader.js';
+import { readTar, type TarLimits } from './tar-reader.js';
 
 const run = promisify(execFile);
 const MAX_SYMLINKS = 40;
@@ -20,6 +20,8 @@ export interface UnpackLayerOptions extends UnpackOptions {
   log?: Logger;
   /** Set owners from the tar (default: when running as uid 0, e.g. root of a user namespace). */
   chown?: boolean;
+  /** Caps on entries and bytes (default: the environment's STACKER_LAYER_MAX_*, else generous). */
+  limits?: TarLimits;
 }
 
 /**
@@ -36,7 +38,7 @@ export async function unpackLayer(
   await fsp.mkdir(destDir, { recursive: true });
   const root = await fsp.realpath(destDir);
   const unpacker = new Unpacker(root, options);
-  for await (const entry of readTar(layerTar)) await unpacker.apply(entry.header, entry.body);
+  for await (const entry of readTar(layerTar, options.limits)) await unpacker.apply(entry.header, entry.body);
   await unpacker.finish();
 }
 
@@ -112,6 +114,9 @@ class Unpacker {
     if (recursive || this.dirs.has(path)) {
       for (const d of this.dirs) if (d === path || d.startsWith(`${path}/`)) this.dirs.delete(d);
     }
+    // A directory time set later must not land on whatever takes the path's place (a
+    // symlink to outside the root would lead lutimes out of it).
+    for (const d of this.dirTimes.keys()) if (d === path || d.startsWith(`${path}/`)) this.dirTimes.delete(d);
   }
 
   async finish(): Promise<void> {

@@ -42,3 +42,27 @@ export const pluginModuleShape = z.object({
   sources: z.array(sourceShape).optional(),
   storage: z.array(storageShape).optional(),
 });
+
+const digestShape = z.string().regex(/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/, 'not a digest');
+const descriptorShape = z.looseObject({
+  mediaType: z.string().min(1),
+  digest: digestShape,
+  size: z.number().int().nonnegative(),
+});
+
+/** The shape of what `Source.resolve` returns; checked by the host after every resolve. */
+export const baseImageShape = z.looseObject({
+  manifest: z.looseObject({
+    schemaVersion: z.literal(2),
+    config: descriptorShape,
+    layers: z.array(descriptorShape),
+  }),
+  manifestDigest: digestShape,
+  config: z.looseObject({
+    architecture: z.string(),
+    os: z.string(),
+    rootfs: z.looseObject({ type: z.string(), diff_ids: z.array(digestShape) }),
+  }),
+  identity: z.string().min(1),
+  layers: z.array(descriptorShape),
+});

@@ -89,6 +89,13 @@ export interface SourceContext {
   imageFromLayers(layers: Descriptor[], identity: string): Promise<BaseImage>;
   /** Abort signal of the build: long downloads should stop when it fires. */
   signal: AbortSignal;
+  /**
+   * Byte progress of a long transfer (a download), shown by the host's live view on a
+   * terminal: `label` names the thing (e.g. `blob sha256:0123…`) and stays the same for it;
+   * call it as bytes arrive (it is cheap, the host throttles drawing) and once with
+   * `done === total` at the end. Absent when nobody watches (and in hosts that predate it).
+   */
+  progress?(label: string, done: number, total: number): void;
 }
 
 /** What a plugin module exports for sources. */

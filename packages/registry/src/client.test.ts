@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RegistryClient } from './client.js';
+import { type BlobProgress, formatBytes, RegistryClient } from './client.js';
 import { pullImage, pushImage } from './copy.js';
 import { digestOf, FakeRegistry, MemoryStore, seedImage } from './fake-registry.js';
 
@@ -280,6 +280,66 @@ describe('pushing', () => {
     };
     await pushImage(src as any, img.descriptor, c, 'x', ['latest']);
     expect(digestOf(r.blobs.get(img.layers[0].digest)!)).toBe(img.layers[0].digest);
+  });
+});
+
+describe('progress', () => {
+  /** The reports for each digest, in order. */
+  function collect() {
+    const seen = new Map<string, BlobProgress[]>();
+    const onProgress = (p: BlobProgress) => {
+      const list = seen.get(p.digest) ?? [];
+      list.push(p);
+      seen.set(p.digest, list);
+    };
+    return { seen, onProgress };
+  }
+  function rising(list: BlobProgress[]): boolean {
+    return list.every((p, i) => i === 0 || p.done >= list[i - 1].done);
+  }
+
+  it('reports bytes of every download, ending at the size', async () => {
+    const r = await registry();
+    const img = seedRemote(r, 'lib/bb', 'latest', { layers: [randomBytes(600_000)] });
+    const { seen, onProgress } = collect();
+    await pullImage(client(r), 'lib/bb', 'latest', new MemoryStore() as any, { onProgress });
+    const layer = seen.get(img.layers[0].digest)!;
+    expect(layer.length).toBeGreaterThan(1);
+    expect(rising(layer)).toBe(true);
+    expect(layer.at(-1)).toMatchObject({
+      direction: 'pull',
+      repository: 'lib/bb',
+      done: 600_000,
+      total: 600_000,
+    });
+    expect(seen.get(img.config.digest)!.at(-1)!.done).toBe(img.config.size);
+  });
+
+  it('reports bytes of monolithic and chunked uploads from the client option, nothing for skipped blobs', async () => {
+    const r = await registry();
+    const src = new MemoryStore();
+    const img = await seedImage(src, 'one', [randomBytes(1_000_000), randomBytes(3_000_000)]);
+    const { seen, onProgress } = collect();
+    const c = client(r, { chunkThreshold: 2_000_000, chunkSize: 1_000_000, onProgress });
+    await pushImage(src as any, img.descriptor, c, 'p', ['v1']);
+    for (const l of img.layers) {
+      const list = seen.get(l.digest)!;
+      expect(list.length).toBeGreaterThan(3);
+      expect(rising(list)).toBe(true);
+      expect(list[0].done).toBe(0);
+      expect(list.at(-1)).toMatchObject({ direction: 'push', done: l.size, total: l.size });
+    }
+    seen.clear();
+    await pushImage(src as any, img.descriptor, c, 'p', ['v1']);
+    expect(seen.size).toBe(0);
+  });
+
+  it('formats sizes for people', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(1023)).toBe('1023 B');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(31_457_280)).toBe('30 MiB');
+    expect(formatBytes(5 * 1024 ** 3)).toBe('5.0 GiB');
   });
 });
 

@@ -65,7 +65,26 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** For tests: the fetch to use. */
   fetch?: typeof fetch;
+  /** Byte progress of every blob download and upload (a per-call `onProgress` wins). */
+  onProgress?: ProgressListener;
 }
+
+/** Where a blob transfer stands: `done` of `total` bytes received or sent. */
+export interface BlobProgress {
+  direction: 'pull' | 'push';
+  registry: string;
+  repository: string;
+  digest: string;
+  done: number;
+  total: number;
+}
+
+/**
+ * Called as the bytes of a blob go by: often (once per network chunk, so rendering should
+ * throttle), starting again from 0 when a broken-off transfer is retried, and with `done
+ * === total` once the registry has the blob or the store holds it.
+ */
+export type ProgressListener = (p: BlobProgress) => void;
 
 /** A manifest or index exactly as the registry sent it. */
 export interface RawManifest {
@@ -247,6 +266,8 @@ export class RegistryClient {
     } catch (e) {
       throw badResponse(w, what, `the manifest is not JSON (${(e as Error).message})`);
     }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+      throw badResponse(w, what, 'the manifest is not a JSON object');
     if (
       typeof parsed.mediaType === 'string' &&
       !isIndexMediaType(mediaType) &&
@@ -290,8 +311,23 @@ export class RegistryClient {
       raw = await this.getRawManifest(repository, pick.digest);
     }
     const manifest = JSON.parse(raw.bytes.toString('utf8')) as ImageManifest;
-    if (!manifest.config?.digest || !Array.isArray(manifest.layers)) {
-      throw badResponse(w, `fetching ${describeRef(reference)}`, 'the manifest has no config or layers');
+    const isDescriptor = (d: unknown) =>
+      d !== null &&
+      typeof d === 'object' &&
+      typeof (d as Descriptor).digest === 'string' &&
+      /^sha256:[a-f0-9]{64}$/.test((d as Descriptor).digest) &&
+      Number.isSafeInteger((d as Descriptor).size) &&
+      (d as Descriptor).size >= 0;
+    if (
+      !isDescriptor(manifest.config) ||
+      !Array.isArray(manifest.layers) ||
+      !manifest.layers.every(isDescriptor)
+    ) {
+      throw badResponse(
+        w,
+        `fetching ${describeRef(reference)}`,
+        'the manifest has no valid config and layers descriptors',
+      );
     }
     return { manifest, raw, index };
   }
@@ -374,10 +410,16 @@ export class RegistryClient {
    * way in: a download that breaks off is retried from the start, and one whose digest or
    * size is wrong is never stored.
    */
-  async pullBlob(repository: string, desc: Descriptor, store: BlobStore): Promise<'present' | 'pulled'> {
+  async pullBlob(
+    repository: string,
+    desc: Descriptor,
+    store: BlobStore,
+    opts: { onProgress?: ProgressListener } = {},
+  ): Promise<'present' | 'pulled'> {
     if (await store.has(desc.digest)) return 'present';
     const w = this.where(repository);
     const what = `pulling blob ${desc.digest}`;
+    const progress = this.progress('pull', repository, desc, opts.onProgress);
     await this.withRetries(w, what, async () => {
       const res = await this.send(repository, 'pull', what, {
         method: 'GET',
@@ -391,7 +433,7 @@ export class RegistryClient {
       await this.expect(res, [200], repository, what);
       if (!res.body) throw badResponse(w, what, 'the answer has no body');
       const source = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
-      const check = verifier(w, `blob ${desc.digest}`, desc.digest, desc.size);
+      const check = verifier(w, `blob ${desc.digest}`, desc.digest, desc.size, progress);
       source.on('error', (e) => check.destroy(e));
       try {
         await store.putStream(source.pipe(check), desc.mediaType, { digest: desc.digest, size: desc.size });
@@ -401,6 +443,7 @@ export class RegistryClient {
         throw e;
       }
     });
+    progress?.(desc.size);
     this.noteBlob(repository, desc.digest);
     this.log.debug(`pulled blob ${desc.digest} (${desc.size} bytes) from ${this.registry}/${repository}`);
     return 'pulled';
@@ -430,10 +473,16 @@ export class RegistryClient {
    * repository of this registry known to hold it, else an upload (one PUT up to
    * `chunkThreshold` bytes, PATCH chunks above). `open` is called once per attempt.
    */
-  async pushBlob(repository: string, desc: Descriptor, open: () => Promise<Readable>): Promise<PushResult> {
+  async pushBlob(
+    repository: string,
+    desc: Descriptor,
+    open: () => Promise<Readable>,
+    opts: { onProgress?: ProgressListener } = {},
+  ): Promise<PushResult> {
     if (await this.hasBlob(repository, desc.digest)) return 'exists';
     const w = this.where(repository);
     const what = `pushing blob ${desc.digest}`;
+    const progress = this.progress('push', repository, desc, opts.onProgress);
     const from = this.known.get(desc.digest);
     const result = await this.withRetries(w, what, async (): Promise<PushResult> => {
       let location: string | undefined;
@@ -466,7 +515,10 @@ export class RegistryClient {
         location = res.headers.get('location') ?? undefined;
         if (!location) throw badResponse(w, what, 'the registry started an upload but sent no Location');
       }
-      this.log.info(`pushing blob ${desc.digest} (${desc.size} bytes) to ${this.registry}/${repository}`);
+      this.log.info(
+        `pushing blob ${desc.digest} (${desc.size} bytes, ${formatBytes(desc.size)}) to ${this.registry}/${repository}`,
+      );
+      progress?.(0);
       const stream = await open();
       try {
         if (desc.size <= this.chunkThreshold) {
@@ -477,6 +529,7 @@ export class RegistryClient {
             url: withDigest(this.absolute(location), desc.digest),
             headers: { 'content-type': 'application/octet-stream' },
             body: () => body,
+            onSent: progress,
           });
           await this.failTransient(res);
           await this.expect(res, [201, 204], repository, what);
@@ -484,12 +537,14 @@ export class RegistryClient {
         } else {
           let offset = 0;
           for await (const chunk of rechunk(stream, this.chunkSize)) {
+            const start = offset;
             const end = offset + chunk.length - 1;
             const res = await this.send(repository, 'pull,push', what, {
               method: 'PATCH',
               url: this.absolute(location),
               headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${end}` },
               body: () => chunk,
+              onSent: progress && ((n) => progress(start + n)),
             });
             await this.failTransient(res);
             await this.expect(res, [202, 204], repository, what);
@@ -513,11 +568,24 @@ export class RegistryClient {
       }
       return 'uploaded';
     });
+    if (result === 'uploaded') progress?.(desc.size);
     this.noteBlob(repository, desc.digest);
     return result;
   }
 
   // ---- requests, retries and authentication --------------------------------------------
+
+  /** `done` bytes of `desc` reported to the listener (per call, else the client's), if any. */
+  private progress(
+    direction: BlobProgress['direction'],
+    repository: string,
+    desc: Descriptor,
+    listener = this.opts.onProgress,
+  ): ((done: number) => void) | undefined {
+    if (!listener) return undefined;
+    const base = { direction, registry: this.registry, repository, digest: desc.digest, total: desc.size };
+    return (done) => listener({ ...base, done });
+  }
 
   private where(repository: string): Where {
     return { registry: this.registry, repository };
@@ -618,13 +686,21 @@ export class RegistryClient {
       const body = init.body?.();
       let res: Response;
       try {
+        const progressed = body !== undefined && body.length > 0 && init.onSent !== undefined;
+        if (progressed) headers['content-length'] = String(body.length);
         res = await this.doFetch(url, {
           method: init.method,
           headers,
-          body: body === undefined ? undefined : new Uint8Array(body.buffer, body.byteOffset, body.length),
+          body:
+            body === undefined
+              ? undefined
+              : progressed
+                ? countedBody(body, init.onSent!)
+                : new Uint8Array(body.buffer, body.byteOffset, body.length),
           redirect: 'follow',
           signal: this.opts.signal,
-        });
+          ...(progressed ? { duplex: 'half' } : {}),
+        } as RequestInit);
       } catch (e) {
         const tls = tlsCause(e);
         if (tls) throw tlsFailure(this.where(repository), what, tls);
@@ -742,10 +818,20 @@ export class RegistryClient {
     const want: { os: string; architecture: string; variant?: string } = platform ?? hostPlatform();
     let list: Descriptor[];
     try {
-      list = (JSON.parse(index.bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
+      const manifests = (JSON.parse(index.bytes.toString('utf8')) as { manifests?: unknown }).manifests;
+      list = Array.isArray(manifests) ? manifests : [];
     } catch {
       list = [];
     }
+    // entries a registry sends are checked before they are used to build a request
+    list = list.filter(
+      (d): d is Descriptor =>
+        d !== null &&
+        typeof d === 'object' &&
+        typeof d.digest === 'string' &&
+        /^sha256:[a-f0-9]{64}$/.test(d.digest) &&
+        (d.platform === undefined || (d.platform !== null && typeof d.platform === 'object')),
+    );
     const matches = list.filter(
       (d) =>
         d.platform?.os === want.os &&
@@ -775,6 +861,43 @@ interface RequestInit2 {
   headers?: Record<string, string>;
   /** Called for every attempt, so that a retried request sends its body again. */
   body?: () => Buffer;
+  /** Told how many bytes of the body have gone out so far (the body is then streamed). */
+  onSent?: (sent: number) => void;
+}
+
+/** Slices handed to the connection at a time when sending with progress. */
+const SEND_SLICE = 256 * 1024;
+
+/** `bytes` as a stream of slices, reporting how far the connection has taken it. */
+function countedBody(bytes: Buffer, onSent: (sent: number) => void): ReadableStream<Uint8Array> {
+  let offset = 0;
+  return new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        if (offset >= bytes.length) {
+          controller.close();
+          return;
+        }
+        const end = Math.min(bytes.length, offset + SEND_SLICE);
+        controller.enqueue(new Uint8Array(bytes.buffer, bytes.byteOffset + offset, end - offset));
+        onSent(offset);
+        offset = end;
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** 1536 -> "1.5 KiB": sizes for people (log lines and progress bars). */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
 }
 
 function describeRef(reference: string): string {
@@ -788,7 +911,13 @@ function withDigest(location: string, digest: string): string {
 }
 
 /** A pass-through that fails the stream when the bytes are not `digest`/`size`. */
-function verifier(w: Where, what: string, digest: string, size: number): Transform {
+function verifier(
+  w: Where,
+  what: string,
+  digest: string,
+  size: number,
+  onBytes?: (seen: number) => void,
+): Transform {
   const hash = createHash('sha256');
   let seen = 0;
   return new Transform({
@@ -798,6 +927,7 @@ function verifier(w: Where, what: string, digest: string, size: number): Transfo
         cb(sizeMismatch(w, what, size, seen));
         return;
       }
+      onBytes?.(seen);
       hash.update(chunk);
       cb(null, chunk);
     },

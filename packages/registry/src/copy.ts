@@ -8,7 +8,13 @@ import {
   MEDIA_TYPES,
   silentLogger,
 } from '@stacker/plugin-api';
-import type { PushResult, RawManifest, RegistryClient } from './client.js';
+import {
+  formatBytes,
+  type ProgressListener,
+  type PushResult,
+  type RawManifest,
+  type RegistryClient,
+} from './client.js';
 import { publishError } from './errors.js';
 import { isIndexMediaType } from './media-types.js';
 
@@ -40,7 +46,13 @@ export async function pullImage(
   repository: string,
   reference: string,
   store: BlobStore,
-  opts: { platform?: { os: string; architecture: string }; log?: Logger; concurrency?: number } = {},
+  opts: {
+    platform?: { os: string; architecture: string };
+    log?: Logger;
+    concurrency?: number;
+    /** Byte progress of each blob downloaded. */
+    onProgress?: ProgressListener;
+  } = {},
 ): Promise<PulledImage> {
   const log = opts.log ?? silentLogger;
   const image = await client.getImage(repository, reference, opts.platform);
@@ -48,9 +60,11 @@ export async function pullImage(
   const blobs = uniqueBlobs([manifest.config, ...manifest.layers]);
   const pulled: string[] = [];
   await forEachLimited(blobs, opts.concurrency ?? 3, async (d) => {
-    if ((await client.pullBlob(repository, d, store)) === 'pulled') {
+    if ((await client.pullBlob(repository, d, store, { onProgress: opts.onProgress })) === 'pulled') {
       pulled.push(d.digest);
-      log.info(`copied blob ${d.digest} (${d.size} bytes) from ${client.registry}/${repository}`);
+      log.info(
+        `copied blob ${d.digest} (${d.size} bytes, ${formatBytes(d.size)}) from ${client.registry}/${repository}`,
+      );
     }
   });
   if (!(await store.has(raw.digest))) {
@@ -88,7 +102,7 @@ export async function pushImage(
   client: RegistryClient,
   repository: string,
   tags: string[],
-  opts: { log?: Logger } = {},
+  opts: { log?: Logger; onProgress?: ProgressListener } = {},
 ): Promise<PushSummary> {
   const summary: PushSummary = { digest: descriptor.digest, pushed: [], mounted: [], existing: [] };
   const log = opts.log ?? silentLogger;
@@ -117,7 +131,12 @@ export async function pushImage(
       }
     } else {
       for (const blob of uniqueBlobs([parsed.config!, ...(parsed.layers ?? [])])) {
-        note(await client.pushBlob(repository, blob, () => source.open(blob.digest)), blob);
+        note(
+          await client.pushBlob(repository, blob, () => source.open(blob.digest), {
+            onProgress: opts.onProgress,
+          }),
+          blob,
+        );
       }
     }
     return { bytes, mediaType, digest: d.digest };

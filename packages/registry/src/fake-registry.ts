@@ -38,6 +38,14 @@ export class FakeRegistry {
   readonly corrupt = new Set<string>();
   /** Serve these blobs cut off halfway (once each), then correctly. */
   readonly truncateOnce = new Set<string>();
+  /**
+   * Decide a fault for each registry request (after the counters above): cut the
+   * connection, answer with a status, or for blob GETs serve them cut off, corrupt, or
+   * with bytes too many. `undefined` serves the request normally.
+   */
+  fault?: (method: string, path: string) => Fault | undefined;
+  /** Faults injected by `fault`, by kind. */
+  readonly injected: Record<string, number> = {};
   private server!: Server;
   port = 0;
 
@@ -122,6 +130,16 @@ export class FakeRegistry {
       json(res, 503, { errors: [{ code: 'UNAVAILABLE', message: 'try later' }] });
       return;
     }
+    const fault = this.fault?.(req.method ?? 'GET', url.pathname);
+    if (fault !== undefined) this.injected[String(fault)] = (this.injected[String(fault)] ?? 0) + 1;
+    if (fault === 'reset') {
+      req.socket.destroy();
+      return;
+    }
+    if (typeof fault === 'number') {
+      json(res, fault, { errors: [{ code: 'FAULT', message: `injected ${fault}` }] });
+      return;
+    }
     if (url.pathname === '/v2/' || url.pathname === '/v2') {
       if (!this.authorized(req, res, undefined, 'pull')) return;
       json(res, 200, {});
@@ -153,8 +171,9 @@ export class FakeRegistry {
         return;
       }
       let out = bytes;
-      if (this.corrupt.has(ref)) out = Buffer.from(bytes.map((b) => b ^ 1));
-      if (this.truncateOnce.has(ref)) {
+      if (this.corrupt.has(ref) || fault === 'corrupt') out = Buffer.from(bytes.map((b) => b ^ 1));
+      if (fault === 'extra') out = Buffer.concat([bytes, Buffer.from('trailing garbage')]);
+      if (this.truncateOnce.has(ref) || fault === 'truncate') {
         this.truncateOnce.delete(ref);
         res.writeHead(200, { 'content-length': bytes.length });
         res.write(bytes.subarray(0, Math.floor(bytes.length / 2)));
@@ -336,6 +355,9 @@ export class FakeRegistry {
     json(res, 200, { token: Buffer.from(JSON.stringify(granted)).toString('base64'), expires_in: 300 });
   }
 }
+
+/** A fault the fake registry can inject: a cut connection, an HTTP status, or bad blob bytes. */
+export type Fault = 'reset' | 'truncate' | 'corrupt' | 'extra' | number;
 
 export function digestOf(bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;

@@ -1,4 +1,7 @@
 export {
+  type BlobProgress,
+  formatBytes,
+  type ProgressListener,
   type PushResult,
   type RawManifest,
   RegistryClient,

@@ -1,5 +1,5 @@
 import { type Descriptor, type Logger, silentLogger } from '@stacker/plugin-api';
-import { RegistryClient, type RegistryClientOptions } from './client.js';
+import { type ProgressListener, RegistryClient, type RegistryClientOptions } from './client.js';
 import { type BlobSource, copyToLayout, type LayoutTarget, pushImage } from './copy.js';
 import { credentialsError, publishError } from './errors.js';
 import { formatReference, parseImageReference } from './reference.js';
@@ -38,6 +38,8 @@ export interface PublishOptions {
   signal?: AbortSignal;
   /** Passed to the registry client (chunk sizes, credential files, retries). */
   client?: Partial<RegistryClientOptions>;
+  /** Byte progress of every blob uploaded. */
+  onProgress?: ProgressListener;
 }
 
 export interface Published {
@@ -161,7 +163,7 @@ export async function publish(opts: PublishOptions): Promise<Published[]> {
         client,
         ref.repository,
         refs.map((r) => r.ref.tag!),
-        { log },
+        { log, onProgress: opts.onProgress },
       );
       log.info(
         `published ${item.name} to ${refs.map((r) => formatReference(r.ref)).join(', ')} (${s.digest}): ${s.pushed.length} blobs pushed, ${s.mounted.length} mounted, ${s.existing.length} already there`,

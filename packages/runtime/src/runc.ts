@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { lstat, mkdir, readlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -322,4 +322,28 @@ export async function runContainer(opts: RunContainerOptions): Promise<number> {
     await killing;
     await execa(runtime, [...base, 'delete', '--force', opts.id], { reject: false });
   }
+}
+
+/**
+ * Kill and delete every container the runtime knows in `stateDir`. For a caller that holds
+ * the state dir's lock: any container there belongs to a build that was killed (SIGKILL, a
+ * crash) before it could delete its own, and may still be running a step.
+ */
+export async function cleanupContainers(opts: { runtime?: string; stateDir: string }): Promise<string[]> {
+  const runtime = which(opts.runtime ?? 'runc');
+  // runc keeps one directory per container: nothing there, nothing to ask runc about
+  if (!runtime || !existsSync(opts.stateDir) || readdirSync(opts.stateDir).length === 0) return [];
+  const { execFile } = await import('node:child_process');
+  const run = (args: string[]) =>
+    new Promise<string | undefined>((resolve) =>
+      execFile(runtime, ['--root', opts.stateDir, ...args], (err, stdout) =>
+        resolve(err ? undefined : stdout),
+      ),
+    );
+  const ids = ((await run(['list', '-q'])) ?? '').split('\n').filter(Boolean);
+  for (const id of ids) {
+    await run(['kill', id, 'KILL']);
+    await run(['delete', '--force', id]);
+  }
+  return ids;
 }

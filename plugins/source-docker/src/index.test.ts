@@ -80,6 +80,29 @@ describe('docker source', () => {
     expect(await dockerSource.identity!(from, ctx(store))).toBe(m2.digest);
   });
 
+  it('reports byte progress of its downloads through ctx.progress, when the host has it', async () => {
+    const r = await new FakeRegistry().start();
+    running.push(r);
+    const m = seed(r, 'latest');
+    const from = { type: 'docker' as const, url: `docker://${r.host}/lib/bb:latest`, insecure: true };
+    const calls: Array<[string, number, number]> = [];
+    const c = {
+      ...ctx(new MemoryStore()),
+      progress: (l: string, d: number, t: number) => calls.push([l, d, t]),
+    };
+    await dockerSource.resolve(from, c);
+    const labels = [...new Set(calls.map(([l]) => l))];
+    expect(labels.length).toBe(2); // config and layer; the manifest is not a blob download
+    for (const l of labels) {
+      expect(l).toMatch(/^sha256:[0-9a-f]{12}$/);
+      const last = calls.filter(([x]) => x === l).at(-1)!;
+      expect(last[1]).toBe(last[2]);
+    }
+    expect(m.digest).toMatch(/^sha256:/);
+    // without the hook (an older host) it works the same
+    await dockerSource.resolve(from, ctx(new MemoryStore()));
+  });
+
   it('errors name the stanza, the registry and the tag', async () => {
     const r = await new FakeRegistry().start();
     running.push(r);

@@ -81,9 +81,12 @@ export const dockerSource: Source<DockerFrom> = {
     const ref = parse(from, ctx);
     const client = clientFor(ref, from.insecure === true, ctx);
     try {
+      const progress = ctx.progress?.bind(ctx);
       const img = await pullImage(client, ref.repository, referenceOf(ref), ctx.blobs, {
         platform: ctx.platform,
         log: ctx.log,
+        // the host's live view shows each download as a byte bar
+        onProgress: progress && ((p) => progress(`${p.digest.slice(0, 19)}`, p.done, p.total)),
       });
       ctx.log.debug(
         `${ctx.stanza}: ${from.url} is ${img.manifestDigest} (${img.pulled.length} blobs downloaded)`,

@@ -1,7 +1,5 @@
-import type { BigIntStats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { getAttribute, listAttributes } from '@napi-rs/xattr';
 import type { Change } from '@stacker/plugin-api';
 
 /**
@@ -9,9 +7,13 @@ import type { Change } from '@stacker/plugin-api';
  * was taken from; undefined = empty), found from metadata alone.
  *
  * A btrfs snapshot keeps inode numbers and every timestamp, and any change to a file
- * (content, mode, owner, xattrs, link count) moves its ctime: an entry whose inode number
- * and lstat metadata (plus link target and xattrs) match its parent's is unchanged, and no
- * file content is ever read. A path whose inode number differs was replaced: for a
+ * (content, mode, owner, xattrs, link count) moves its ctime, which no user can set: an
+ * entry whose inode number and lstat metadata (plus link target) match its parent's is
+ * unchanged, and no file content or xattr is ever read. Deriving an image from a big base
+ * costs one lstat per path on each side and nothing else. readdir and lstat are made
+ * synchronously, a directory at a time (the generator yields between directories): on
+ * cached inodes they take microseconds, and a trip through libuv's thread pool for each
+ * one (plus reading xattrs) made the walk of a Debian minbase base take 1.5 s, not 0.2 s. A path whose inode number differs was replaced: for a
  * directory that means the parent's contents are hidden (`opaque`).
  *
  * Order matches a walk of the tree with each directory's names in byte order, parents
@@ -28,9 +30,9 @@ function compareNames(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
-async function names(dir: string | undefined): Promise<Set<string>> {
+function names(dir: string | undefined): Set<string> {
   if (dir === undefined) return new Set();
-  return new Set(await readdir(dir));
+  return new Set(readdirSync(dir));
 }
 
 /**
@@ -43,8 +45,8 @@ async function* walk(
   rel: string,
   pending: Change[],
 ): AsyncGenerator<Change> {
-  const upperNames = await names(upperDir);
-  const lowerNames = await names(lowerDir);
+  const upperNames = names(upperDir);
+  const lowerNames = names(lowerDir);
   const all = [...new Set([...upperNames, ...lowerNames])].sort(compareNames);
   for (const n of all) {
     const path = rel ? `${rel}/${n}` : n;
@@ -55,9 +57,9 @@ async function* walk(
       yield { kind: 'delete', path };
       continue;
     }
-    const u = await lstat(source, { bigint: true });
+    const u = lstatSync(source, { bigint: true });
     const l =
-      lowerPath !== undefined && lowerNames.has(n) ? await lstat(lowerPath, { bigint: true }) : undefined;
+      lowerPath !== undefined && lowerNames.has(n) ? lstatSync(lowerPath, { bigint: true }) : undefined;
     if (l === undefined || u.ino !== l.ino || fileType(u) !== fileType(l)) {
       yield* pending.splice(0);
       yield { kind: l === undefined || u.isDirectory() ? 'add' : 'modify', path, source };
@@ -65,7 +67,7 @@ async function* walk(
       if (u.isDirectory()) yield* addTree(source, path);
       continue;
     }
-    const same = await sameEntry(u, l, source, lowerPath as string);
+    const same = sameEntry(u, l, source, lowerPath as string);
     if (u.isDirectory()) {
       const before = pending.length;
       if (same) pending.push({ kind: 'modify', path, source });
@@ -86,7 +88,7 @@ async function* walk(
 
 /** Everything below a new directory, as adds. */
 async function* addTree(dir: string, rel: string): AsyncGenerator<Change> {
-  const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => compareNames(a.name, b.name));
+  const entries = readdirSync(dir, { withFileTypes: true }).sort((a, b) => compareNames(a.name, b.name));
   for (const e of entries) {
     const path = `${rel}/${e.name}`;
     const source = join(dir, e.name);
@@ -99,12 +101,7 @@ function fileType(st: BigIntStats): bigint {
   return st.mode & 0o170000n;
 }
 
-async function sameEntry(
-  u: BigIntStats,
-  l: BigIntStats,
-  upperPath: string,
-  lowerPath: string,
-): Promise<boolean> {
+function sameEntry(u: BigIntStats, l: BigIntStats, upperPath: string, lowerPath: string): boolean {
   if (
     u.ctimeNs !== l.ctimeNs ||
     u.mtimeNs !== l.mtimeNs ||
@@ -117,19 +114,6 @@ async function sameEntry(
   ) {
     return false;
   }
-  // Belt and braces: both of these move the ctime too.
-  if (u.isSymbolicLink() && (await readlink(upperPath)) !== (await readlink(lowerPath))) return false;
-  return sameXattrs(upperPath, lowerPath);
-}
-
-async function sameXattrs(a: string, b: string): Promise<boolean> {
-  const na = (await listAttributes(a)).sort();
-  const nb = (await listAttributes(b)).sort();
-  if (na.length !== nb.length || na.some((n, i) => n !== nb[i])) return false;
-  for (const n of na) {
-    const va = await getAttribute(a, n);
-    const vb = await getAttribute(b, n);
-    if (va === null || vb === null ? va !== vb : !va.equals(vb)) return false;
-  }
-  return true;
+  // Belt and braces: a new link target moves the ctime too (symlinks are few).
+  return !u.isSymbolicLink() || readlinkSync(upperPath) === readlinkSync(lowerPath);
 }

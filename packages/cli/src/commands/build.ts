@@ -53,8 +53,13 @@ export default class Build extends StackerCommand {
     'no-squashfs-verity': Flags.boolean({ hidden: true }),
   };
 
+  /** The stacker files to build (recursive-build finds them instead). */
+  protected async stackerFilePaths(flags: Record<string, unknown>): Promise<string[]> {
+    return [flags['stacker-file'] as string];
+  }
+
   async run(): Promise<void> {
-    const { flags } = await this.parse(Build);
+    const { flags } = await this.parse(this.constructor as typeof Build);
     // the live view needs a terminal on stderr, where it draws, and is off with --quiet/--json
     const live =
       !flags['order-only'] &&
@@ -68,13 +73,7 @@ export default class Build extends StackerCommand {
     if (flags['on-run-failure'] && flags['shell-fail']) {
       throw new UserError('flags', '--shell-fail and --on-run-failure cannot be used together; pick one');
     }
-    if (flags['layer-type'].includes('squashfs')) {
-      throw new UserError(
-        'layer-type',
-        'squashfs layers are not supported by this stacker yet; use --layer-type tar',
-      );
-    }
-    const files = await loadStackerFiles([flags['stacker-file']], flags, this.settings);
+    const files = await loadStackerFiles(await this.stackerFilePaths(flags), flags, this.settings);
     if (flags['order-only']) {
       const lines = formatOrder(files, (m) => this.logger.info(m));
       process.stdout.write(`${lines.join('\n')}\n`);
@@ -91,8 +90,11 @@ export default class Build extends StackerCommand {
       stoppedBy = sig;
       ac.abort();
     };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    // \`on\`, not \`once\`: while a listener of ours is registered, execa's signal-exit hook
+    // leaves the signal to us; with none it re-raises it and the process dies before the
+    // container is killed and the mounts released.
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     view?.start();
     try {
       // the engine is loaded only for a real build (--order-only stays quick)
@@ -111,6 +113,8 @@ export default class Build extends StackerCommand {
         author: process.env._STACKER_AUTHOR,
         signal: ac.signal,
         onEvent: view ? (e) => view.event(e) : undefined,
+        onProgress: view ? (p) => view.transfer({ ...p, direction: 'pull' }) : undefined,
+        layerTypes: [...new Set(flags['layer-type'])],
       }).run();
     } catch (e) {
       // killed by a signal: containers are gone and mounts released; exit as the shell expects

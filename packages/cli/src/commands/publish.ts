@@ -3,6 +3,7 @@ import { OciLayout } from '@stacker/oci';
 import { UserError } from '@stacker/plugin-api';
 import { publish } from '@stacker/registry';
 import { StackerCommand } from '../base-command.js';
+import { ProgressView, wantLiveView } from '../progress.js';
 import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
 
 export default class Publish extends StackerCommand {
@@ -53,7 +54,9 @@ export default class Publish extends StackerCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Publish);
-    this.setUp(flags);
+    // on a terminal every upload gets a byte bar; otherwise one log line per blob says its size
+    const view = !flags['show-only'] && wantLiveView(flags) ? new ProgressView() : undefined;
+    this.setUp(flags, view);
     if (flags['layer-type'].includes('squashfs')) {
       throw new UserError(
         'layer-type',
@@ -69,8 +72,11 @@ export default class Publish extends StackerCommand {
     });
     const ac = new AbortController();
     const onSignal = () => ac.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    // \`on\`, not \`once\`: while a listener of ours is registered, execa's signal-exit hook
+    // leaves the signal to us; with none it re-raises it and the process dies mid-upload.
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    view?.start();
     try {
       await publish({
         files: files.map((f) => ({
@@ -89,8 +95,12 @@ export default class Publish extends StackerCommand {
         openLayout: (dir) => OciLayout.init(dir),
         log: this.logger,
         signal: ac.signal,
+        onProgress: view
+          ? (p) => view.transfer({ ...p, label: `${p.repository} ${p.digest.slice(0, 19)}` })
+          : undefined,
       });
     } finally {
+      view?.stop();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }

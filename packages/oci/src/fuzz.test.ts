@@ -1,0 +1,199 @@
+// Property tests of the tar reader and the unpacker: random bytes and random mutations of
+// valid tars (plain and gzip) give entries or a typed UserError (OCI_BAD_TAR,
+// OCI_LAYER_TOO_BIG, OCI_UNSAFE_PATH), never a TypeError, a RangeError or a hang; and an
+// unpack of a mutated tar never touches anything outside its destination.
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { isUserError } from '@stacker/plugin-api';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ERROR_CODES } from './errors.js';
+import { readTar } from './tar-reader.js';
+import { tempDir } from './test-fixtures.js';
+import { type EntrySpec, tarBytes } from './test-tar.js';
+import { unpackLayer } from './unpack.js';
+
+export const FUZZ_RUNS = { random: 1500, mutated: 2000, unpack: 250 };
+const TYPED = new Set<string>([ERROR_CODES.badTar, ERROR_CODES.layerTooBig, ERROR_CODES.unsafePath]);
+const LIMITS = { maxEntries: 10_000, maxBytes: 1 << 20 };
+
+async function readAll(bytes: Buffer, chunk: number): Promise<number> {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i += chunk) chunks.push(bytes.subarray(i, i + chunk));
+  let n = 0;
+  try {
+    for await (const e of readTar(Readable.from(chunks), LIMITS)) {
+      n++;
+      // half of the bodies are read, half skipped: both paths must hold up
+      if (n % 2 === 0) for await (const _ of e.body) void _;
+    }
+  } catch (e) {
+    if (!isUserError(e) || !TYPED.has(e.code)) throw new Error(`untyped error: ${String(e)}`, { cause: e });
+  }
+  return n;
+}
+
+const name = fc.oneof(
+  fc.constantFrom('a', 'a/b', 'd/', 'd/e/f', '../x', '/abs', '.wh.a', 'd/.wh..wh..opq', 'l', 'h'),
+  fc.string({ minLength: 1, maxLength: 120 }),
+);
+const entry: fc.Arbitrary<EntrySpec> = fc.oneof(
+  fc.record({ name, content: fc.uint8Array({ maxLength: 700 }).map((u) => Buffer.from(u)) }),
+  fc.record({ name, type: fc.constant('directory' as const) }),
+  fc.record({ name, type: fc.constant('symlink' as const), linkname: name }),
+  fc.record({ name, type: fc.constant('hardlink' as const), linkname: name }),
+  fc.record({ name, type: fc.constantFrom('char' as const, 'fifo' as const), devmajor: fc.nat(255) }),
+  fc.record({
+    name,
+    content: fc.string({ maxLength: 20 }),
+    uid: fc.nat(),
+    gid: fc.nat(),
+    mode: fc.nat(0o7777),
+    mtime: fc.integer({ min: 0, max: 2 ** 34 }),
+    xattrs: fc
+      .dictionary(fc.constantFrom('user.a', 'user.b', 'trusted.x'), fc.uint8Array({ maxLength: 10 }))
+      .map((d) => new Map(Object.entries(d).map(([k, v]) => [k, Buffer.from(v)]))),
+  }),
+);
+const validTar = fc.array(entry, { maxLength: 8 }).map((specs) => tarBytes(...specs));
+
+const mutation = fc.record({
+  at: fc.nat(),
+  kind: fc.constantFrom('flip', 'set', 'truncate', 'insert', 'zero-block', 'octal'),
+  byte: fc.nat(255),
+  len: fc.integer({ min: 1, max: 600 }),
+});
+function mutate(b: Buffer, ms: Array<{ at: number; kind: string; byte: number; len: number }>): Buffer {
+  let out = Buffer.from(b);
+  for (const m of ms) {
+    const i = out.length ? m.at % out.length : 0;
+    switch (m.kind) {
+      case 'flip':
+        if (out.length) out[i] ^= 1 << (m.byte % 8);
+        break;
+      case 'set':
+        if (out.length) out[i] = m.byte;
+        break;
+      case 'truncate':
+        out = out.subarray(0, i);
+        break;
+      case 'insert':
+        out = Buffer.concat([out.subarray(0, i), Buffer.alloc(m.len % 64, m.byte), out.subarray(i)]);
+        break;
+      case 'zero-block':
+        out.fill(0, i - (i % 512), Math.min(out.length, i - (i % 512) + 512));
+        break;
+      case 'octal': {
+        // a plausible-looking but wrong number in a header field, checksum fixed up
+        const block = i - (i % 512);
+        if (block + 512 > out.length) break;
+        const field = [100, 108, 116, 124, 136][m.byte % 5];
+        out.write(
+          `${(m.at * 7919).toString(8).slice(0, 11).padStart(11, '0')}\u0000`,
+          block + field,
+          'latin1',
+        );
+        if (m.len % 2) out[block + field] = 0xff; // base-256
+        out.fill(0x20, block + 148, block + 156);
+        let sum = 0;
+        for (let k = block; k < block + 512; k++) sum += out[k];
+        out.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, block + 148, 8, 'latin1');
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+describe('tar reader under random input', () => {
+  it('random bytes: entries or a typed error', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ maxLength: 3000 }),
+        fc.integer({ min: 1, max: 1024 }),
+        async (u, chunk) => {
+          await readAll(Buffer.from(u), chunk);
+        },
+      ),
+      { numRuns: FUZZ_RUNS.random },
+    );
+  });
+
+  it('random bytes after a gzip magic: entries or a typed error', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 500 }), async (u) => {
+        await readAll(Buffer.concat([Buffer.from([0x1f, 0x8b]), Buffer.from(u)]), 64);
+      }),
+      { numRuns: FUZZ_RUNS.random / 3 },
+    );
+  });
+
+  it('mutated valid tars (plain and gzip): entries or a typed error', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        validTar,
+        fc.array(mutation, { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        fc.integer({ min: 1, max: 4096 }),
+        async (tar, ms, gz, chunk) => {
+          const mutated = mutate(tar, ms);
+          await readAll(gz ? gzipSync(mutated) : mutated, chunk);
+          if (gz) await readAll(mutate(gzipSync(tar), ms), chunk);
+        },
+      ),
+      { numRuns: FUZZ_RUNS.mutated },
+    );
+  });
+
+  it('valid tars read back entry for entry', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(entry, { maxLength: 6 }), async (specs) => {
+        const n = await readAll(tarBytes(...specs), 512);
+        expect(n).toBe(specs.length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('unpack under random input', () => {
+  let dir: string;
+  let outsideBefore: string;
+  const listing = () =>
+    fs
+      .readdirSync(dir, { recursive: true, withFileTypes: false })
+      .map(String)
+      .filter((p) => !p.startsWith('roots'))
+      .sort()
+      .join('\n');
+  beforeAll(async () => {
+    dir = await tempDir('oci-fuzz-');
+    await fsp.mkdir(join(dir, 'outside', 'd'), { recursive: true });
+    await fsp.writeFile(join(dir, 'outside', 'a'), 'keep');
+    outsideBefore = listing();
+  });
+  afterAll(async () => {
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('mutated tars unpack or fail typed, and nothing appears outside the destination', async () => {
+    let i = 0;
+    await fc.assert(
+      fc.asyncProperty(validTar, fc.array(mutation, { maxLength: 3 }), async (tar, ms) => {
+        const dest = join(dir, 'roots', String(i++));
+        try {
+          await unpackLayer(Readable.from([mutate(tar, ms)]), dest, { whiteouts: 'delete', limits: LIMITS });
+        } catch (e) {
+          if (!isUserError(e) || !TYPED.has(e.code))
+            throw new Error(`untyped error: ${String(e)}`, { cause: e });
+        }
+        expect(listing()).toBe(outsideBefore);
+        expect(fs.readFileSync(join(dir, 'outside', 'a'), 'utf8')).toBe('keep');
+      }),
+      { numRuns: FUZZ_RUNS.unpack },
+    );
+  });
+});
