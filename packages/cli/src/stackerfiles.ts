@@ -2,6 +2,11 @@ import { Flags } from '@oclif/core';
 import { parseMany, parseSubstituteFlag, type StackerFile } from '@stacker/stackerfile';
 import type { Settings } from './settings.js';
 
+/** `-f/--stacker-file`, as build, publish and chroot take it. */
+export const stackerFileFlag = {
+  'stacker-file': Flags.string({ char: 'f', default: 'stacker.yaml', description: 'the input stackerfile' }),
+};
+
 /** Flags every command that reads stacker files shares (build, publish, recursive-build). */
 export const stackerFileFlags = {
   substitute: Flags.string({

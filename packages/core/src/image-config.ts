@@ -1,5 +1,5 @@
 import type { Descriptor, ImageConfig, ImageManifest } from '@stacker/plugin-api';
-import { MEDIA_TYPES } from '@stacker/plugin-api';
+import { hostPlatform, MEDIA_TYPES } from '@stacker/plugin-api';
 
 /** The parts of a stanza that shape the image config. */
 export interface ConfigInputs {
@@ -15,18 +15,7 @@ export interface ConfigInputs {
   arch?: string;
 }
 
-export function hostPlatform(): { os: string; architecture: string } {
-  const map: Record<string, string> = {
-    x64: 'amd64',
-    arm64: 'arm64',
-    arm: 'arm',
-    ia32: '386',
-    ppc64: 'ppc64le',
-    s390x: 's390x',
-    riscv64: 'riscv64',
-  };
-  return { os: 'linux', architecture: map[process.arch] ?? process.arch };
-}
+export { hostPlatform };
 
 /** Env list merge: later values replace earlier ones with the same name, order kept. */
 export function mergeEnv(base: string[], add: Record<string, string>): string[] {

@@ -10,6 +10,7 @@ import { createGunzip } from 'node:zlib';
 import { type Logger, silentLogger } from './logger.js';
 import { baseImageShape, pluginModuleShape } from './manifest.js';
 import { type Descriptor, type ImageConfig, type ImageManifest, MEDIA_TYPES } from './oci-types.js';
+import { hostPlatform } from './platform.js';
 import type { BaseImage, BlobStore, Source, SourceContext } from './source.js';
 
 /**
@@ -220,11 +221,6 @@ export async function imageFromLayers(
   };
   const mdesc = await blobs.putJson(manifest, MEDIA_TYPES.manifest);
   return { manifest, manifestDigest: mdesc.digest, config, identity, layers };
-}
-
-function hostPlatform(): { os: string; architecture: string } {
-  const arch: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm' };
-  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
 }
 
 /** A SourceContext for tests: blobs in `dir`, cache in `dir/cache`, paths relative to the

@@ -25,22 +25,4 @@ export function isSchema1(mediaType: string | undefined): boolean {
   return mediaType !== undefined && SCHEMA1.has(mediaType);
 }
 
-/** The platform of this machine in OCI's words (GOARCH names). */
-export function hostPlatform(): { os: string; architecture: string } {
-  const arch: Record<string, string> = {
-    x64: 'amd64',
-    arm64: 'arm64',
-    arm: 'arm',
-    ia32: '386',
-    ppc64: 'ppc64le',
-    s390x: 's390x',
-    riscv64: 'riscv64',
-    loong64: 'loong64',
-    mips: 'mips',
-    mipsel: 'mipsle',
-  };
-  return {
-    os: process.platform === 'win32' ? 'windows' : process.platform,
-    architecture: arch[process.arch] ?? process.arch,
-  };
-}
+export { hostPlatform } from '@stacker/plugin-api';

@@ -4,7 +4,7 @@ import { StackerCommand } from '../base-command.js';
 import { enterNamespaces } from '../namespaces.js';
 import { formatOrder } from '../order.js';
 import { ProgressView } from '../progress.js';
-import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
+import { loadStackerFiles, stackerFileFlag, stackerFileFlags } from '../stackerfiles.js';
 import { STACKER_VERSION } from '../version.js';
 
 export default class Build extends StackerCommand {
@@ -18,11 +18,7 @@ export default class Build extends StackerCommand {
   ];
 
   static override flags = {
-    'stacker-file': Flags.string({
-      char: 'f',
-      default: 'stacker.yaml',
-      description: 'the input stackerfile',
-    }),
+    ...stackerFileFlag,
     ...stackerFileFlags,
     'no-cache': Flags.boolean({ description: "don't use the previous build cache" }),
     'order-only': Flags.boolean({ description: 'show the build order without running the actual build' }),

@@ -3,7 +3,7 @@ import { Args, Flags } from '@oclif/core';
 import { UserError } from '@stacker/plugin-api';
 import { StackerCommand } from '../base-command.js';
 import { enterNamespaces } from '../namespaces.js';
-import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
+import { loadStackerFiles, stackerFileFlag, stackerFileFlags } from '../stackerfiles.js';
 
 export default class Chroot extends StackerCommand {
   static override summary = 'run a command in a chroot';
@@ -27,11 +27,7 @@ export default class Chroot extends StackerCommand {
     }),
   };
   static override flags = {
-    'stacker-file': Flags.string({
-      char: 'f',
-      default: 'stacker.yaml',
-      description: 'the input stackerfile',
-    }),
+    ...stackerFileFlag,
     // one value per flag: TAG and CMD follow them
     substitute: Flags.string({ ...stackerFileFlags.substitute, multiple: true, multipleNonGreedy: true }),
     'substitute-file': Flags.string({

@@ -4,7 +4,7 @@ import { UserError } from '@stacker/plugin-api';
 import { publish } from '@stacker/registry';
 import { StackerCommand } from '../base-command.js';
 import { ProgressView, wantLiveView } from '../progress.js';
-import { loadStackerFiles, stackerFileFlags } from '../stackerfiles.js';
+import { loadStackerFiles, stackerFileFlag, stackerFileFlags } from '../stackerfiles.js';
 
 export default class Publish extends StackerCommand {
   static override summary = 'publishes OCI images previously built from one or more stacker yaml files';
@@ -17,11 +17,7 @@ export default class Publish extends StackerCommand {
   ];
 
   static override flags = {
-    'stacker-file': Flags.string({
-      char: 'f',
-      default: 'stacker.yaml',
-      description: 'the input stackerfile',
-    }),
+    ...stackerFileFlag,
     ...stackerFileFlags,
     url: Flags.string({
       required: true,
