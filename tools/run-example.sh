@@ -25,7 +25,7 @@ runuser -u "$user" -- node "$view/packages/cli/bin/run.js" \
 echo
 echo "built into $repo/oci:"
 for tag in $(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' oci/index.json); do
-  skopeo inspect "oci:oci:$tag" | jq -r --arg t "$tag" \
-    '"  \($t): \(.Digest) \(.Layers|length) layer(s), \(.Os)/\(.Architecture), entrypoint \(.Entrypoint // [] | join(" ")) labels \(.Labels // {} | tostring)"' 2>/dev/null \
-    || echo "  $tag"
+  layers=$(skopeo inspect "oci:oci:$tag" | jq -r '.Layers | length')
+  skopeo inspect --config "oci:oci:$tag" | jq -r --arg t "$tag" --arg n "$layers" \
+    '"  \($t): \($n) layer(s), \(.os)/\(.architecture), entrypoint [\(.config.Entrypoint // [] | join(" "))], workdir \(.config.WorkingDir // "/"), labels \(.config.Labels // {} | tostring)"'
 done
