@@ -1,9 +1,21 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
+import {
+  type ActiveMeta,
+  type CommittedMeta,
+  ID_LENGTH,
+  readActiveMetaSync,
+  readCommittedMeta,
+  snapshotId,
+} from '@stacker/plugin-api/snapshot-meta';
+
+// the id scheme is shared by the directory-based drivers; re-exported for tests and tools
+export { ID_LENGTH, snapshotId };
+
 import { createSubvolume, deleteSubvolume, setReadOnly, snapshotSubvolume } from './btrfs.js';
 import { diffTrees } from './diff.js';
 import { snapshotInUse } from './errors.js';
@@ -23,22 +35,6 @@ import { snapshotInUse } from './errors.js';
  * Directories are published by rename from a `.tmp-` name, so a killed build leaves
  * either a whole snapshot or a `.tmp-` leftover that cleanup() deletes.
  */
-export const ID_LENGTH = 16;
-
-export function snapshotId(nameOrKey: string): string {
-  return createHash('sha256').update(nameOrKey).digest('hex').slice(0, ID_LENGTH);
-}
-
-interface CommittedMeta {
-  name: string;
-  parent?: string;
-}
-
-interface ActiveMeta {
-  key: string;
-  parent?: string;
-}
-
 const TMP = '.tmp-';
 
 export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
@@ -71,20 +67,12 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     return join(this.activeDir, snapshotId(key));
   }
 
-  private async committedMeta(name: string): Promise<CommittedMeta | undefined> {
-    const text = await readFile(join(this.committedPath(name), 'meta.json'), 'utf8').catch(() => undefined);
-    if (text === undefined) return undefined;
-    const meta = JSON.parse(text) as CommittedMeta;
-    return meta.name === name ? meta : undefined;
+  private committedMeta(name: string): Promise<CommittedMeta | undefined> {
+    return readCommittedMeta(this.snapshotsDir, name);
   }
 
   private activeMetaSync(key: string): ActiveMeta | undefined {
-    try {
-      const meta = JSON.parse(readFileSync(join(this.activePath(key), 'meta.json'), 'utf8')) as ActiveMeta;
-      return meta.key === key ? meta : undefined;
-    } catch {
-      return undefined;
-    }
+    return readActiveMetaSync(this.activeDir, key);
   }
 
   async exists(name: string): Promise<boolean> {

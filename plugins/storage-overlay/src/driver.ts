@@ -1,10 +1,22 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { getAttribute, listAttributes } from '@napi-rs/xattr';
 import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
+import {
+  type ActiveMeta,
+  type CommittedMeta,
+  ID_LENGTH,
+  readActiveMetaSync,
+  readCommittedMeta,
+  snapshotId,
+} from '@stacker/plugin-api/snapshot-meta';
+
+// the id scheme is shared by the directory-based drivers; re-exported for tests and tools
+export { ID_LENGTH, snapshotId };
+
 import type { Options } from 'execa';
 
 /** execa, imported on first use: loading it costs a quarter second, and a cached build runs nothing. */
@@ -28,8 +40,6 @@ import { removeTree } from './rmrf.js';
  * `<id>` is the start of sha256(name or key): short and free of characters that mean
  * something in overlay's option string (`:` `,` `=`).
  */
-export const ID_LENGTH = 16;
-
 /** Legacy mount(2) takes at most one page of options, the terminating NUL included. */
 export const MAX_MOUNT_OPTIONS = 4095;
 
@@ -41,20 +51,6 @@ const FIXED =
 
 /** The deepest parent chain a snapshot can sit on (199 layers with 16-character ids). */
 export const MAX_CHAIN = Math.floor((MAX_MOUNT_OPTIONS - FIXED) / PER_LAYER);
-
-export function snapshotId(nameOrKey: string): string {
-  return createHash('sha256').update(nameOrKey).digest('hex').slice(0, ID_LENGTH);
-}
-
-interface CommittedMeta {
-  name: string;
-  parent?: string;
-}
-
-interface ActiveMeta {
-  key: string;
-  parent?: string;
-}
 
 export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
   readonly name = 'overlay';
@@ -89,20 +85,12 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
     return join(this.activeDir, snapshotId(key));
   }
 
-  private async committedMeta(name: string): Promise<CommittedMeta | undefined> {
-    const text = await readFile(join(this.committedPath(name), 'meta.json'), 'utf8').catch(() => undefined);
-    if (text === undefined) return undefined;
-    const meta = JSON.parse(text) as CommittedMeta;
-    return meta.name === name ? meta : undefined;
+  private committedMeta(name: string): Promise<CommittedMeta | undefined> {
+    return readCommittedMeta(this.snapshotsDir, name);
   }
 
   private activeMetaSync(key: string): ActiveMeta | undefined {
-    try {
-      const meta = JSON.parse(readFileSync(join(this.activePath(key), 'meta.json'), 'utf8')) as ActiveMeta;
-      return meta.key === key ? meta : undefined;
-    } catch {
-      return undefined;
-    }
+    return readActiveMetaSync(this.activeDir, key);
   }
 
   async exists(name: string): Promise<boolean> {
