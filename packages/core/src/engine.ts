@@ -5,6 +5,7 @@ import { dirname, join, posix, resolve as resolvePath } from 'node:path';
 import { OciLayout, putLayer, sortChanges, unpackLayer } from '@stacker/oci';
 import {
   type BaseImage,
+  type BlobStore,
   type Change,
   type Descriptor,
   type DriverContext,
@@ -29,7 +30,7 @@ import type { Layer, StackerFile } from '@stacker/stackerfile';
 import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
 import { chainIds } from './chain.js';
 import { planBuild } from './dag.js';
-import { computeDiffId } from './diffid.js';
+import { computeDiffId, diffIdAwareBlobs } from './diffid.js';
 import { buildImageConfig, buildManifest, hostPlatform, isoTime } from './image-config.js';
 import { destinationOf, type StagedImport, stageImports } from './imports.js';
 import { extraFlavours } from './layer-types.js';
@@ -125,6 +126,7 @@ export class Builder {
   private built = new Map<string, BuiltStanza>();
   private snapshots!: SnapshotStore;
   private diffIdCache = new Map<string, Promise<string>>();
+  private blobs!: BlobStore;
   private gitVersions = new Map<string, Promise<string | undefined>>();
   private log: Logger;
   private cache!: BuildCache;
@@ -142,6 +144,9 @@ export class Builder {
     const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
     try {
       this.layout = await openOrInitLayout(settings.ociDir);
+      this.blobs = diffIdAwareBlobs(this.layout, this.diffIdDir(), (digest, diffId) => {
+        this.diffIdCache.set(digest, diffId);
+      });
       this.cache = await BuildCache.load(settings.stackerDir, this.opts.stackerVersion, this.log);
       const factory = await this.opts.registry.storage(settings.storageType);
       const dctx: DriverContext = {
@@ -267,7 +272,7 @@ export class Builder {
       stackerFile: file.path,
       resolvePath: (p) => resolvePath(file.dir, p),
       cacheDir: join(this.opts.settings.stackerDir, 'sources'),
-      blobs: this.layout,
+      blobs: this.blobs,
       platform: {
         os: layer.os ?? hostPlatform().os,
         architecture: layer.arch ?? hostPlatform().architecture,
@@ -337,10 +342,14 @@ export class Builder {
     return created;
   }
 
+  private diffIdDir(): string {
+    return join(this.opts.settings.stackerDir, 'diffids');
+  }
+
   private diffIdOf(layer: Descriptor): Promise<string> {
     let p = this.diffIdCache.get(layer.digest);
     if (!p) {
-      p = computeDiffId(this.layout, layer, join(this.opts.settings.stackerDir, 'diffids'));
+      p = computeDiffId(this.layout, layer, this.diffIdDir());
       this.diffIdCache.set(layer.digest, p);
     }
     return p;

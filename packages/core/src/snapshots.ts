@@ -19,7 +19,8 @@ export function shortId(): string {
 /** A layer blob as an uncompressed tar stream. */
 export async function openLayerTar(layout: OciLayout, layer: Descriptor): Promise<Readable> {
   const s = await layout.open(layer.digest);
-  if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip')) return s.pipe(createGunzip());
+  if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip'))
+    return s.pipe(createGunzip({ chunkSize: 1 << 18 }));
   if (layer.mediaType.endsWith('+zstd')) {
     throw new UserError(
       'layer-type',

@@ -190,7 +190,12 @@ export async function putLayer(
   const diff = new HashingStream();
   const gzip =
     compression === 'gzip'
-      ? createGzip({ level: GZIP_LEVEL, memLevel: 8, strategy: zlibConstants.Z_DEFAULT_STRATEGY })
+      ? createGzip({
+          level: GZIP_LEVEL,
+          memLevel: 8,
+          strategy: zlibConstants.Z_DEFAULT_STRATEGY,
+          chunkSize: 1 << 18,
+        })
       : undefined;
   const out = gzip ?? diff;
   const piped = (gzip ? pipeline(tar, diff, gzip) : pipeline(tar, diff)).catch((e) => {

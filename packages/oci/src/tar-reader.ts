@@ -145,7 +145,7 @@ export async function* decompressIfGzip(
   }
   const head = Buffer.concat(first);
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
+    const gunzip = createGunzip({ chunkSize: 1 << 18 });
     const feed = (async () => {
       try {
         for await (const chunk of replay()) {

@@ -52,6 +52,9 @@ class Unpacker {
   /** Directory mtimes, set once everything inside them is written. */
   private readonly dirTimes = new Map<string, number>();
   private warned = new Set<string>();
+  /** Directories this unpack made: nothing was in them before, so a name not in `created`
+   * does not exist there and needs no lstat. */
+  private readonly fresh = new Set<string>();
 
   constructor(
     private readonly root: string,
@@ -77,12 +80,13 @@ class Unpacker {
     }
     const parent = (await this.resolveDir(header.name, parentParts, true)) as string;
     const target = join(parent, base);
-    const existing = lstatOrNull(target);
+    const existing = this.fresh.has(parent) && !this.created.has(target) ? null : lstatOrNull(target);
 
     if (header.type === 'directory') {
       if (!existing?.isDirectory()) {
         if (existing) this.removePath(target, true);
         fs.mkdirSync(target, 0o700);
+        this.fresh.add(target);
       }
     } else {
       if (existing) {
@@ -91,8 +95,10 @@ class Unpacker {
       }
       switch (header.type) {
         case 'file':
-          await writeFile(target, body, header.size);
-          break;
+          // owner, mode, xattrs and times through the open descriptor: no more path walks
+          await writeFile(target, body, header.size, (fd) => this.applyMeta(target, header, false, fd));
+          this.created.add(target);
+          return;
         case 'symlink':
           fs.symlinkSync(header.linkname ?? '', target);
           break;
@@ -111,6 +117,7 @@ class Unpacker {
   /** Remove `path` (absolute, inside the root); forget cached directories at or below it. */
   private removePath(path: string, recursive: boolean): void {
     fs.rmSync(path, { recursive, force: true });
+    this.fresh.delete(path);
     if (recursive || this.dirs.has(path)) {
       for (const d of this.dirs) if (d === path || d.startsWith(`${path}/`)) this.dirs.delete(d);
     }
@@ -219,6 +226,7 @@ class Unpacker {
       } else {
         if (st) this.removePath(path, false);
         fs.mkdirSync(path, 0o755);
+        this.fresh.add(path);
         stack.push(part);
         this.dirs.add(path);
       }
@@ -226,20 +234,23 @@ class Unpacker {
     return join(this.root, ...stack);
   }
 
-  private applyMeta(path: string, header: TarHeader, isSymlink: boolean): void {
+  private applyMeta(path: string, header: TarHeader, isSymlink: boolean, fd?: number): void {
     // Order matters: chown clears setuid bits and file capabilities, so it goes first.
     if (this.chown) {
       try {
-        fs.lchownSync(path, header.uid, header.gid);
+        if (fd === undefined) fs.lchownSync(path, header.uid, header.gid);
+        else fs.fchownSync(fd, header.uid, header.gid);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EINVAL' || code === 'EPERM') throw chownFailed(path, header.uid, header.gid, e);
         throw e;
       }
     }
-    if (!isSymlink) fs.chmodSync(path, header.mode & 0o7777);
+    if (fd !== undefined) fs.fchmodSync(fd, header.mode & 0o7777);
+    else if (!isSymlink) fs.chmodSync(path, header.mode & 0o7777);
     if (header.xattrs) for (const [key, value] of header.xattrs) this.setXattr(path, key, value, isSymlink);
     if (header.type === 'directory') this.dirTimes.set(path, header.mtime);
+    else if (fd !== undefined) fs.futimesSync(fd, header.mtime, header.mtime);
     else fs.lutimesSync(path, header.mtime, header.mtime);
   }
 
@@ -272,7 +283,12 @@ function safeParts(name: string): string[] {
   return parts;
 }
 
-async function writeFile(path: string, body: AsyncIterable<Buffer>, size: number): Promise<void> {
+async function writeFile(
+  path: string,
+  body: AsyncIterable<Buffer>,
+  size: number,
+  then: (fd: number) => void,
+): Promise<void> {
   // Synchronous writes: one syscall each, no thread-pool round trip per chunk.
   const fd = fs.openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
   try {
@@ -283,6 +299,7 @@ async function writeFile(path: string, body: AsyncIterable<Buffer>, size: number
       written += chunk.length;
     }
     if (written !== size) throw badTar(`${path} is shorter than its header says`);
+    then(fd);
   } finally {
     fs.closeSync(fd);
   }

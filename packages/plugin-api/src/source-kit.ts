@@ -187,7 +187,7 @@ export class DirectoryBlobStore implements BlobStore {
 /** The digest of a layer's uncompressed tar (its diff id). */
 export async function diffIdOf(blobs: BlobStore, layer: Descriptor): Promise<string> {
   const s = await blobs.open(layer.digest);
-  if (/gzip$/.test(layer.mediaType)) return sha256Stream(s.pipe(createGunzip()));
+  if (/gzip$/.test(layer.mediaType)) return sha256Stream(s.pipe(createGunzip({ chunkSize: 1 << 18 })));
   if (/zstd$/.test(layer.mediaType)) {
     s.destroy();
     throw new KitError(`layer ${layer.digest} is zstd-compressed; the kit cannot compute its diff id`);

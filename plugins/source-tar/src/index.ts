@@ -155,7 +155,7 @@ export const tarSource: Source<TarFrom> = {
       );
     } else {
       layer = await ctx.blobs.putStream(
-        createReadStream(p).pipe(createGzip({ level: 6 })),
+        createReadStream(p).pipe(createGzip({ level: 6, chunkSize: 1 << 18 })),
         MEDIA_TYPES.layerGzip,
       );
     }
