@@ -2,13 +2,14 @@ import type { Stats } from 'node:fs';
 import { lstat, open, readlink } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip, constants as zlibConstants } from 'node:zlib';
+import { constants as zlibConstants } from 'node:zlib';
 import type { BlobStore } from '@stacker/plugin-api';
 import { type Descriptor, type Logger, MEDIA_TYPES, silentLogger } from '@stacker/plugin-api';
 import type { LayerEntry } from './changes.js';
 import { cleanPath, entryTarPath } from './changes.js';
 import { HashingStream } from './digest.js';
 import { badChanges, fileChanged } from './errors.js';
+import { createParallelGzip } from './parallel-gzip.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingFor, type TarHeader } from './tar-header.js';
 import { readLayerXattrs } from './xattrs.js';
 
@@ -190,12 +191,7 @@ export async function putLayer(
   const diff = new HashingStream();
   const gzip =
     compression === 'gzip'
-      ? createGzip({
-          level: GZIP_LEVEL,
-          memLevel: 8,
-          strategy: zlibConstants.Z_DEFAULT_STRATEGY,
-          chunkSize: 1 << 18,
-        })
+      ? createParallelGzip({ level: GZIP_LEVEL, memLevel: 8, strategy: zlibConstants.Z_DEFAULT_STRATEGY })
       : undefined;
   const out = gzip ?? diff;
   const piped = (gzip ? pipeline(tar, diff, gzip) : pipeline(tar, diff)).catch((e) => {
