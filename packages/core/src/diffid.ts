@@ -4,8 +4,8 @@ import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import type { OciLayout } from '@stacker/oci';
+
+import { layerGunzip, type OciLayout } from '@stacker/oci';
 import { type BlobStore, type Descriptor, MEDIA_TYPES } from '@stacker/plugin-api';
 
 /**
@@ -29,7 +29,7 @@ export async function diffIdOfStream(src: Readable, gzip: boolean): Promise<stri
       cb();
     },
   });
-  if (gzip) await pipeline(src, createGunzip({ chunkSize: 1 << 18 }), sink);
+  if (gzip) await pipeline(src, layerGunzip(), sink);
   else await pipeline(src, sink);
   return `sha256:${h.digest('hex')}`;
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
-import type { OciLayout } from '@stacker/oci';
+
+import { layerGunzip, type OciLayout } from '@stacker/oci';
 import {
   type BaseImage,
   type Descriptor,
@@ -19,8 +19,7 @@ export function shortId(): string {
 /** A layer blob as an uncompressed tar stream. */
 export async function openLayerTar(layout: OciLayout, layer: Descriptor): Promise<Readable> {
   const s = await layout.open(layer.digest);
-  if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip'))
-    return s.pipe(createGunzip({ chunkSize: 1 << 18 }));
+  if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip')) return s.pipe(layerGunzip());
   if (layer.mediaType.endsWith('+zstd')) {
     throw new UserError(
       'layer-type',

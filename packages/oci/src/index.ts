@@ -1,6 +1,7 @@
 export * from './changes.js';
 export { canonicalJson, digestHex, HashingStream, isDigest, sha256Digest } from './digest.js';
 export { ERROR_CODES } from './errors.js';
+export * from './gunzip.js';
 export * from './inspect.js';
 export * from './layer-writer.js';
 export * from './layout.js';

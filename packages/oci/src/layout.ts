@@ -269,7 +269,7 @@ export class OciLayout implements BlobStore {
       },
     });
     // pipeline (not pipe) so that a reader giving up early also closes the file.
-    return streamPipeline(handle.createReadStream(), verifier, () => {});
+    return streamPipeline(handle.createReadStream({ highWaterMark: 1 << 20 }), verifier, () => {});
   }
 
   async readJson<T>(digest: string): Promise<T> {

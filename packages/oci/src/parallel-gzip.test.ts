@@ -38,7 +38,8 @@ describe('parallel gzip', () => {
   it('cuts members every blockSize bytes of input', async () => {
     const out = await compress(sample(3 * BLOCK), 512, 2);
     let members = 0;
-    for (let i = 0; i + 2 < out.length; i++) if (out[i] === 0x1f && out[i + 1] === 0x8b && out[i + 2] === 8) members++;
+    for (let i = 0; i + 2 < out.length; i++)
+      if (out[i] === 0x1f && out[i + 1] === 0x8b && out[i + 2] === 8) members++;
     expect(members).toBeGreaterThanOrEqual(3);
   });
 });

@@ -165,15 +165,18 @@ export interface RawHeader {
 /** Decode a header block; `null` for an all-zero block (end of archive). */
 export function decodeHeader(block: Buffer): RawHeader | null {
   if (block.length !== BLOCK) throw badTar('truncated header');
-  if (block.every((b) => b === 0)) return null;
-  const stored = parseNumeric(block.subarray(148, 156));
   let unsigned = 0;
   let signed = 0;
+  let any = 0;
   for (let i = 0; i < BLOCK; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : block[i];
+    const raw = block[i];
+    any |= raw;
+    const b = i >= 148 && i < 156 ? 0x20 : raw;
     unsigned += b;
     signed += b > 127 ? b - 256 : b;
   }
+  if (any === 0) return null;
+  const stored = parseNumeric(block.subarray(148, 156));
   if (stored !== unsigned && stored !== signed) throw badTar('a header checksum does not match');
   const magic = block.toString('latin1', 257, 263);
   let nameBytes = cString(block.subarray(0, 100));
@@ -196,7 +199,7 @@ export function decodeHeader(block: Buffer): RawHeader | null {
   };
 }
 
-export function xattrsFromPax(pax: Map<string, Buffer>): Map<string, Buffer> | undefined {
+export function xattrsFromPax(pax: ReadonlyMap<string, Buffer>): Map<string, Buffer> | undefined {
   let out: Map<string, Buffer> | undefined;
   for (const [key, value] of pax) {
     if (key.startsWith(XATTR_PREFIX)) {
@@ -226,13 +229,20 @@ function parseNumeric(field: Buffer): number {
     }
     return negative ? -(value + 1) : value;
   }
-  const text = field
-    .toString('latin1')
-    .replace(/[\0 ]+$/, '')
-    .replace(/^[\0 ]+/, '');
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw badTar(`a numeric header field holds ${JSON.stringify(text)}`);
-  return Number.parseInt(text, 8);
+  // octal digits, with NULs and spaces allowed around them
+  let start = 0;
+  let end = field.length;
+  while (start < end && (field[start] === 0 || field[start] === 0x20)) start++;
+  while (end > start && (field[end - 1] === 0 || field[end - 1] === 0x20)) end--;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const d = field[i] - 0x30;
+    if (d < 0 || d > 7) {
+      throw badTar(`a numeric header field holds ${JSON.stringify(field.toString('latin1', start, end))}`);
+    }
+    value = value * 8 + d;
+  }
+  return value;
 }
 
 function maxOctal(width: number): number {

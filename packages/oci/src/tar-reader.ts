@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { badTar, layerTooBig } from './errors.js';
+import { layerGunzip } from './gunzip.js';
 import {
   decodeHeader,
   decodePaxRecords,
@@ -17,6 +17,7 @@ export interface TarEntry {
   body: AsyncIterable<Buffer>;
 }
 
+const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
 const MAX_META = 16 << 20; // PAX and GNU long-name bodies are read whole; keep them sane
 
 /**
@@ -79,38 +80,48 @@ class ByteReader {
   /** Exactly n bytes, or fewer only at the end of the stream. */
   async read(n: number): Promise<Buffer> {
     while (this.pendingBytes < n && (await this.fill())) {}
-    const all = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
-    const out = all.subarray(0, Math.min(n, all.length));
-    const rest = all.subarray(out.length);
-    this.pending = rest.length ? [rest] : [];
-    this.pendingBytes = rest.length;
+    const head = this.pending[0];
+    if (head !== undefined && head.length >= n) {
+      // the common case: no copy
+      const out = head.subarray(0, n);
+      if (head.length === n) this.pending.shift();
+      else this.pending[0] = head.subarray(n);
+      this.pendingBytes -= n;
+      return out;
+    }
+    // join only the chunks that hold the n bytes, not everything buffered
+    const want = Math.min(n, this.pendingBytes);
+    const out = Buffer.allocUnsafe(want);
+    let got = 0;
+    while (got < want) {
+      const chunk = this.pending[0];
+      const take = Math.min(chunk.length, want - got);
+      chunk.copy(out, got, 0, take);
+      got += take;
+      if (take === chunk.length) this.pending.shift();
+      else this.pending[0] = chunk.subarray(take);
+    }
+    this.pendingBytes -= want;
     return out;
   }
 
-  /** Up to n bytes in whatever chunks arrive; fails if the stream ends first. */
-  async *chunks(n: number): AsyncGenerator<Buffer> {
-    let left = n;
-    while (left > 0) {
-      if (this.pendingBytes === 0 && !(await this.fill())) throw badTar('the archive ends inside a file');
-      const head = this.pending[0];
-      if (head.length <= left) {
-        this.pending.shift();
-        this.pendingBytes -= head.length;
-        left -= head.length;
-        yield head;
-      } else {
-        this.pending[0] = head.subarray(left);
-        this.pendingBytes -= left;
-        yield head.subarray(0, left);
-        left = 0;
-      }
+  /** The next piece of at most `max` (> 0) bytes; fails if the stream ends first. */
+  async nextChunk(max: number): Promise<Buffer> {
+    if (this.pendingBytes === 0 && !(await this.fill())) throw badTar('the archive ends inside a file');
+    const head = this.pending[0];
+    if (head.length <= max) {
+      this.pending.shift();
+      this.pendingBytes -= head.length;
+      return head;
     }
+    this.pending[0] = head.subarray(max);
+    this.pendingBytes -= max;
+    return head.subarray(0, max);
   }
 
   async skip(n: number): Promise<void> {
-    for await (const _ of this.chunks(n)) {
-      /* discard */
-    }
+    let left = n;
+    while (left > 0) left -= (await this.nextChunk(left)).length;
   }
 }
 
@@ -145,7 +156,7 @@ export async function* decompressIfGzip(
   }
   const head = Buffer.concat(first);
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip({ chunkSize: 1 << 18 });
+    const gunzip = layerGunzip();
     const feed = (async () => {
       try {
         for await (const chunk of replay()) {
@@ -213,7 +224,7 @@ export async function* readTar(
       continue;
     }
 
-    const ext = new Map([...global, ...(pax ?? [])]);
+    const ext = global.size === 0 && pax === undefined ? NO_RECORDS : new Map([...global, ...(pax ?? [])]);
     pax = undefined;
     let name = longName ?? raw.name;
     let linkname = longLink ?? raw.linkname;
@@ -257,21 +268,25 @@ export async function* readTar(
     let unread = dataSize;
     let opened = false;
     const fileBytes = type === 'file' ? dataSize : 0;
+    // a plain iterator, not a generator: one promise per chunk, nothing more
     const body: AsyncIterable<Buffer> = {
       [Symbol.asyncIterator]: () => {
         if (opened) throw new Error('a tar entry body can be read once');
         opened = true;
-        return (async function* () {
-          for await (const chunk of reader.chunks(fileBytes)) {
+        let left = fileBytes;
+        return {
+          next: async (): Promise<IteratorResult<Buffer>> => {
+            if (left === 0) return { done: true, value: undefined };
+            const chunk = await reader.nextChunk(left);
+            left -= chunk.length;
             unread -= chunk.length;
-            yield chunk;
-          }
-        })();
+            return { done: false, value: chunk };
+          },
+        };
       },
     };
     yield { header, body };
-    await reader.skip(unread);
-    await reader.skip(paddingFor(dataSize));
+    await reader.skip(unread + paddingFor(dataSize));
   }
 }
 

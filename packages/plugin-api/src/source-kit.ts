@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { createGunzip, type ZlibOptions } from 'node:zlib';
 import { type Logger, silentLogger } from './logger.js';
 import { baseImageShape, pluginModuleShape } from './manifest.js';
 import { type Descriptor, type ImageConfig, type ImageManifest, MEDIA_TYPES } from './oci-types.js';
@@ -187,7 +187,10 @@ export class DirectoryBlobStore implements BlobStore {
 /** The digest of a layer's uncompressed tar (its diff id). */
 export async function diffIdOf(blobs: BlobStore, layer: Descriptor): Promise<string> {
   const s = await blobs.open(layer.digest);
-  if (/gzip$/.test(layer.mediaType)) return sha256Stream(s.pipe(createGunzip({ chunkSize: 1 << 18 })));
+  if (/gzip$/.test(layer.mediaType))
+    return sha256Stream(
+      s.pipe(createGunzip({ chunkSize: 1 << 18, readableHighWaterMark: 1 << 22 } as ZlibOptions)),
+    );
   if (/zstd$/.test(layer.mediaType)) {
     s.destroy();
     throw new KitError(`layer ${layer.digest} is zstd-compressed; the kit cannot compute its diff id`);
