@@ -39,11 +39,13 @@ const WORKLOADS = [
   { id: 'tree500', label: '(f) one step writing a 500 MB tree (11,675 files)', nonce: false },
 ];
 const runs = Number(opts.runs);
-if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a positive integer, not ${opts.runs}`);
+if (!Number.isInteger(runs) || runs < 1)
+  throw new Error(`--runs must be a positive integer, not ${opts.runs}`);
 const tools = opts.tools.split(',');
 const only = opts.only ? new Set(opts.only.split(',')) : undefined;
 const workloads = WORKLOADS.filter((w) => !only || only.has(w.id));
-if (only) for (const id of only) if (!WORKLOADS.some((w) => w.id === id)) throw new Error(`unknown workload ${id}`);
+if (only)
+  for (const id of only) if (!WORKLOADS.some((w) => w.id === id)) throw new Error(`unknown workload ${id}`);
 
 const work = opts.work;
 fs.rmSync(work, { recursive: true, force: true });
@@ -63,11 +65,15 @@ const runner = (tool) => join(opts.view, 'tools/bench/tools', `${tool}.sh`);
 const state = (tool, w) => join(work, tool, w);
 
 function asUser(args, extraEnv, stdio = 'pipe') {
-  return spawnSync('runuser', ['-u', opts.user, '--', 'env', '-i', ...envList({ ...env, ...extraEnv }), ...args], {
-    stdio,
-    encoding: 'utf8',
-    maxBuffer: 64 << 20,
-  });
+  return spawnSync(
+    'runuser',
+    ['-u', opts.user, '--', 'env', '-i', ...envList({ ...env, ...extraEnv }), ...args],
+    {
+      stdio,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    },
+  );
 }
 const envList = (e) => Object.entries(e).map(([k, v]) => `${k}=${v}`);
 
@@ -94,15 +100,34 @@ const sync = () => execFileSync('sync');
 /** One timed run: wall seconds, peak RSS in bytes, bytes written to the disk. */
 function timed(tool, w, nonce) {
   const dir = state(tool, w.id);
-  check(asUser(['bash', runner(tool), w.id, 'prepare', dir], { BENCH_NONCE: nonce }), `${tool} ${w.id} prepare`);
+  check(
+    asUser(['bash', runner(tool), w.id, 'prepare', dir], { BENCH_NONCE: nonce }),
+    `${tool} ${w.id} prepare`,
+  );
   sync();
   const rssFile = join(work, 'rss');
   const before = sectorsWritten();
   const t0 = process.hrtime.bigint();
   const res = spawnSync(
     '/usr/bin/time',
-    ['-f', '%M', '-o', rssFile, 'runuser', '-u', opts.user, '--', 'env', '-i',
-      ...envList({ ...env, BENCH_NONCE: nonce }), 'bash', runner(tool), w.id, 'run', dir],
+    [
+      '-f',
+      '%M',
+      '-o',
+      rssFile,
+      'runuser',
+      '-u',
+      opts.user,
+      '--',
+      'env',
+      '-i',
+      ...envList({ ...env, BENCH_NONCE: nonce }),
+      'bash',
+      runner(tool),
+      w.id,
+      'run',
+      dir,
+    ],
     { stdio: 'pipe', encoding: 'utf8', maxBuffer: 64 << 20 },
   );
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -123,7 +148,13 @@ const median = (xs) => {
 for (const tool of tools) {
   const dir = join(work, tool);
   fs.mkdirSync(dir, { recursive: true });
-  check(spawnSync('bash', [runner(tool), '-', 'setup', dir], { env: { ...process.env, ...env }, encoding: 'utf8' }), `${tool} setup`);
+  check(
+    spawnSync('bash', [runner(tool), '-', 'setup', dir], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    }),
+    `${tool} setup`,
+  );
   execFileSync('chown', ['-R', `${opts.user}:`, dir]);
 }
 
@@ -148,7 +179,11 @@ for (const w of workloads) {
 // --- the report -----------------------------------------------------------------------
 const summary = (w, t) => {
   const ms = results[w][t];
-  return { wall: median(ms.map((m) => m.wall)), rss: Math.max(...ms.map((m) => m.rss)), written: median(ms.map((m) => m.written)) };
+  return {
+    wall: median(ms.map((m) => m.wall)),
+    rss: Math.max(...ms.map((m) => m.rss)),
+    written: median(ms.map((m) => m.written)),
+  };
 };
 const fmtS = (s) => (s < 10 ? s.toFixed(2) : s.toFixed(1));
 const fmtMB = (b) => `${Math.round(b / 1e6)}`;
@@ -164,7 +199,8 @@ rows.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
 for (const w of workloads) {
   const s = Object.fromEntries(tools.map((t) => [t, summary(w.id, t)]));
   const cells = [w.label, ...tools.map((t) => fmtS(s[t].wall))];
-  if (tools.includes('stacker')) for (const t of tools) if (t !== 'stacker') cells.push(ratio(s.stacker.wall, s[t].wall));
+  if (tools.includes('stacker'))
+    for (const t of tools) if (t !== 'stacker') cells.push(ratio(s.stacker.wall, s[t].wall));
   cells.push(...tools.map((t) => fmtMB(s[t].rss)), ...tools.map((t) => fmtMB(s[t].written)));
   rows.push(`| ${cells.join(' | ')} |`);
 }
@@ -172,14 +208,30 @@ for (const w of workloads) {
 // the targets of issue #10, checked against this run
 const targets = [];
 const get = (w, t) => (results[w]?.[t]?.length ? summary(w, t) : undefined);
-const target = (what, ok, detail) => targets.push(`| ${what} | ${detail} | ${ok === undefined ? 'not measured' : ok ? 'met' : '**missed**'} |`);
+const target = (what, ok, detail) =>
+  targets.push(`| ${what} | ${detail} | ${ok === undefined ? 'not measured' : ok ? 'met' : '**missed**'} |`);
 {
-  const b = get('cold', 'stacker'), bb = get('cold', 'buildah'), bf = get('cold', 'floor');
-  target('(b) ≤ 0.65× buildah', b && bb ? b.wall <= 0.65 * bb.wall : undefined, b && bb ? ratio(b.wall, bb.wall) : '');
-  target('(b) ≤ 1.15× the floor', b && bf ? b.wall <= 1.15 * bf.wall : undefined, b && bf ? ratio(b.wall, bf.wall) : '');
+  const b = get('cold', 'stacker'),
+    bb = get('cold', 'buildah'),
+    bf = get('cold', 'floor');
+  target(
+    '(b) ≤ 0.65× buildah',
+    b && bb ? b.wall <= 0.65 * bb.wall : undefined,
+    b && bb ? ratio(b.wall, bb.wall) : '',
+  );
+  target(
+    '(b) ≤ 1.15× the floor',
+    b && bf ? b.wall <= 1.15 * bf.wall : undefined,
+    b && bf ? ratio(b.wall, bf.wall) : '',
+  );
   for (const id of ['warm', 'derive20']) {
-    const s = get(id, 'stacker'), bu = get(id, 'buildah');
-    target(`(${id === 'warm' ? 'c' : 'd'}) ≤ 0.3× buildah`, s && bu ? s.wall <= 0.3 * bu.wall : undefined, s && bu ? ratio(s.wall, bu.wall) : '');
+    const s = get(id, 'stacker'),
+      bu = get(id, 'buildah');
+    target(
+      `(${id === 'warm' ? 'c' : 'd'}) ≤ 0.3× buildah`,
+      s && bu ? s.wall <= 0.3 * bu.wall : undefined,
+      s && bu ? ratio(s.wall, bu.wall) : '',
+    );
   }
   const e = get('noop', 'stacker');
   target('(e) under 0.5 s', e ? e.wall < 0.5 : undefined, e ? `${e.wall.toFixed(2)} s` : '');
@@ -221,7 +273,10 @@ ${rows.join('\n')}
 ${targets.join('\n')}
 
 Machine: ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Linux ${os.release()}, node ${process.version},
-disk ${device ?? 'unknown'}; load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}.
+disk ${device ?? 'unknown'}; load average at the end ${os
+  .loadavg()
+  .map((l) => l.toFixed(2))
+  .join(' ')}.
 
 Rerun: \`sudo npm run bench\` (or \`sudo bash tools/bench/suite.sh --runs 5 --only cold,noop\`).
 
@@ -232,4 +287,7 @@ else {
   fs.writeFileSync(opts.out, `${report}${notes}`);
   process.stderr.write(`wrote ${opts.out}\n`);
 }
-if (opts.out !== '-') process.stdout.write(`${rows.join('\n')}\n\n| target | this run | |\n|---|---|---|\n${targets.join('\n')}\n`);
+if (opts.out !== '-')
+  process.stdout.write(
+    `${rows.join('\n')}\n\n| target | this run | |\n|---|---|---|\n${targets.join('\n')}\n`,
+  );
