@@ -53,6 +53,7 @@ fs.mkdirSync(work, { recursive: true, mode: 0o755 });
 execFileSync('chown', [`${opts.user}:`, work]);
 const env = {
   PATH: process.env.PATH,
+  HOME: execFileSync('getent', ['passwd', opts.user], { encoding: 'utf8' }).split(':')[5],
   LANG: 'C.UTF-8',
   FIXTURES: join(opts.view, 'build/fixtures'),
   REPO: opts.view,

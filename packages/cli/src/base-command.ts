@@ -2,7 +2,7 @@ import { Command, Errors, Flags } from '@oclif/core';
 import { isUserError } from '@stacker/plugin-api';
 import type { Logger } from 'pino';
 import { type CreatedLogger, createLogger } from './logger.js';
-import { OclifPluginRegistry } from './plugins.js';
+import { type BundledPlugin, OclifPluginRegistry } from './plugins.js';
 import { resolveSettings, type Settings } from './settings.js';
 import { STACKER_VERSION } from './version.js';
 
@@ -59,7 +59,15 @@ export abstract class StackerCommand extends Command {
   private _registry?: OclifPluginRegistry;
 
   protected get registry(): OclifPluginRegistry {
-    this._registry ??= new OclifPluginRegistry(this.config, this.logger);
+    // the fast path's config carries the core plugins bundled with it (fast-build.ts)
+    const fast = this.config as unknown as {
+      bundledPlugins?: Record<string, BundledPlugin>;
+      importModule?: (url: string) => Promise<unknown>;
+    };
+    this._registry ??= new OclifPluginRegistry(this.config, this.logger, {
+      bundled: fast.bundledPlugins,
+      importModule: fast.importModule,
+    });
     return this._registry;
   }
 

@@ -1,4 +1,6 @@
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join, normalize } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Config } from '@oclif/core';
 import type { PluginRegistry } from '@stacker/core';
@@ -33,6 +35,36 @@ const WELL_KNOWN: Record<string, string> = {
 type Loaded = { sources: Source[]; storage: StorageDriverFactory[] };
 
 /**
+ * A core plugin's module as bundled into the CLI (dist/fast.cjs, see scripts/bundle.mjs),
+ * with the files of the plugin that went into it: it stands in for the plugin's own files
+ * only while they are byte for byte what was bundled.
+ */
+export interface BundledPlugin {
+  load(): Promise<unknown>;
+  /** Its module, relative to the plugin's root (what `oclif.stacker.module` must name). */
+  module: string;
+  /** sha256 of each file of the plugin in the bundle, by path relative to its root. */
+  files: Record<string, string>;
+}
+
+/** Are the plugin's files (under `root`) the ones bundled, and is `module` the bundled one? */
+export function bundledMatches(b: BundledPlugin, root: string, module: string): boolean {
+  if (normalize(module) !== normalize(b.module)) return false;
+  const files = Object.entries(b.files);
+  if (files.length === 0) return false;
+  try {
+    return files.every(
+      ([rel, sha]) =>
+        createHash('sha256')
+          .update(readFileSync(join(root, rel)))
+          .digest('hex') === sha,
+    );
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Finds sources and storage drivers among oclif's plugins (core ones listed in the cli's
  * package.json, user ones from `stacker plugins install`) by their package.json
  * declaration alone, and imports a plugin's module only when a stackerfile uses its type.
@@ -45,10 +77,21 @@ export class OclifPluginRegistry implements PluginRegistry {
   private storages = new Map<string, Provider[]>();
   private modules = new Map<string, Promise<Loaded>>();
 
+  private bundled: Record<string, BundledPlugin>;
+  private importModule: (url: string) => Promise<unknown>;
+
   constructor(
     config: Pick<Config, 'getPluginsList'>,
     private log?: Logger,
+    opts: {
+      /** Core plugins bundled into the CLI, by package name (the fast path passes them). */
+      bundled?: Record<string, BundledPlugin>;
+      /** How a plugin's module is imported (the fast path's bundle has no import() of its own). */
+      importModule?: (url: string) => Promise<unknown>;
+    } = {},
   ) {
+    this.bundled = opts.bundled ?? {};
+    this.importModule = opts.importModule ?? ((url) => import(url));
     for (const plugin of config.getPluginsList()) {
       const raw = (plugin.pjson as any)?.oclif?.stacker;
       if (raw === undefined) continue;
@@ -144,7 +187,11 @@ export class OclifPluginRegistry implements PluginRegistry {
       m = (async () => {
         let mod: unknown;
         try {
-          mod = await import(pathToFileURL(join(p.root, p.module)).href);
+          const bundled = p.kind === 'core' ? this.bundled[p.plugin] : undefined;
+          mod =
+            bundled && bundledMatches(bundled, p.root, p.module)
+              ? await bundled.load()
+              : await this.importModule(pathToFileURL(join(p.root, p.module)).href);
         } catch (e) {
           throw new UserError(
             'plugin-load',

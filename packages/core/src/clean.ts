@@ -3,10 +3,12 @@ import * as fsp from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { unpackLayer } from '@stacker/oci';
 import { type Logger, UserError } from '@stacker/plugin-api';
-import { execa } from 'execa';
 import type { BuildSettings } from './engine.js';
 import { DirLock } from './lock.js';
 import type { PluginRegistry } from './registry.js';
+
+/** execa, imported on first use: loading it is costly, and a cached build runs none of this. */
+const loadExeca = () => import('execa');
 
 const BTRFS_SUPER_MAGIC = 0x9123683e;
 /** Inode number of a btrfs subvolume's root directory. */
@@ -79,6 +81,7 @@ async function unmountBelow(dir: string, log: Logger): Promise<void> {
     .filter((p) => p === real || p.startsWith(real + sep))
     .sort((a, b) => b.length - a.length);
   for (const p of points) {
+    const { execa } = await loadExeca();
     const r = await execa('umount', [p], { reject: false });
     if (r.exitCode !== 0) await execa('umount', ['-l', p], { reject: false });
     log.debug(`unmounted ${p}`);
@@ -121,6 +124,7 @@ async function isBtrfs(path: string): Promise<boolean> {
 
 /** `btrfs subvolume delete`, after making a read-only snapshot writable; false if refused. */
 async function deleteSubvolume(path: string): Promise<boolean> {
+  const { execa } = await loadExeca();
   const del = () => execa('btrfs', ['subvolume', 'delete', path], { reject: false });
   if ((await del()).exitCode === 0) return true;
   await execa('btrfs', ['property', 'set', '-t', 'subvol', path, 'ro', 'false'], { reject: false });

@@ -1,8 +1,19 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { availableParallelism, hostname, release, userInfo } from 'node:os';
 import { dirname, join, posix, resolve as resolvePath } from 'node:path';
-import { OciLayout, putLayer, sortChanges, unpackLayer } from '@stacker/oci';
+import {
+  canonicalJson,
+  type ImageIndex,
+  isDigest,
+  OciLayout,
+  putLayer,
+  REF_NAME,
+  sha256Digest,
+  sortChanges,
+  unpackLayer,
+} from '@stacker/oci';
 import {
   type BaseImage,
   type BlobStore,
@@ -108,11 +119,34 @@ export interface BuildResult {
   built: Map<string, BuiltStanza>;
 }
 
-function gitVersion(dir: string): Promise<string | undefined> {
-  return import('execa')
-    .then(({ execa }) => execa('git', ['-C', dir, 'describe', '--always', '--dirty'], { reject: false }))
-    .then((r) => (r.exitCode === 0 ? r.stdout.trim() : undefined))
-    .catch(() => undefined);
+async function gitVersion(dir: string): Promise<string | undefined> {
+  // no repository for git to find: no git to run
+  if (!process.env.GIT_DIR && !(await mayBeInGitRepo(dir))) return undefined;
+  // child_process, not execa: loading execa costs more than git takes here
+  return new Promise((resolve) => {
+    execFile('git', ['-C', dir, 'describe', '--always', '--dirty'], (err, stdout) =>
+      resolve(err ? undefined : stdout.trim()),
+    );
+  });
+}
+
+/**
+ * Could git find a repository from `dir`? Not when neither `dir` (as git sees it, symlinks
+ * resolved) nor a directory above it has a `.git` or looks like a bare repository (has a
+ * `HEAD`): then git describe can only fail.
+ */
+async function mayBeInGitRepo(dir: string): Promise<boolean> {
+  let d: string;
+  try {
+    d = await fsp.realpath(dir);
+  } catch {
+    return true;
+  }
+  for (;;) {
+    if ((await exists(join(d, '.git'))) || (await exists(join(d, 'HEAD')))) return true;
+    if (dirname(d) === d) return false;
+    d = dirname(d);
+  }
 }
 
 /**
@@ -242,12 +276,18 @@ export class Builder {
       return p;
     };
     for (const name of plan.order) this.event(name, 'queued');
+    // git describe runs while the first stanzas resolve (every stanza's annotations wait for it)
+    if (file.layers.length > 0) this.gitVersionOf(file.dir);
     await Promise.allSettled(plan.order.map(start));
+    const tags: [string, Descriptor][] = [];
     for (const name of plan.order) {
       const b = this.built.get(name);
       if (!b || b.buildOnly || !b.tag) continue;
-      if ((this.opts.layerTypes ?? ['tar']).includes('tar')) await this.layout.tag(name, b.tag);
-      for (const [tag, d] of Object.entries(b.flavours ?? {})) await this.layout.tag(tag, d);
+      if ((this.opts.layerTypes ?? ['tar']).includes('tar')) tags.push([name, b.tag]);
+      for (const [tag, d] of Object.entries(b.flavours ?? {})) tags.push([tag, d]);
+    }
+    if (!(await tagsUnchanged(this.layout, tags))) {
+      for (const [tag, d] of tags) await this.layout.tag(tag, d);
     }
     if (failures.length === 0 && this.opts.signal?.aborted)
       throw new UserError('aborted', 'build interrupted');
@@ -313,9 +353,9 @@ export class Builder {
         author: this.author(),
       })),
     };
-    const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
+    const cdesc = await putJsonOnce(this.layout, config, MEDIA_TYPES.config);
     const manifest = buildManifest(cdesc, layers, {});
-    const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
+    const mdesc = await putJsonOnce(this.layout, manifest, MEDIA_TYPES.manifest);
     return { manifest, manifestDigest: mdesc.digest, config, identity, layers };
   }
 
@@ -461,17 +501,12 @@ export class Builder {
       [`${ns}.stacker.stacker_yaml`]: file.raw,
       [`${ns}.stacker.stacker_version`]: this.opts.stackerVersion,
     };
-    let git = this.gitVersions.get(file.dir);
-    if (!git) {
-      git = gitVersion(file.dir);
-      this.gitVersions.set(file.dir, git);
-    }
-    const gitV = await git;
+    const gitV = await this.gitVersionOf(file.dir);
     if (gitV) annotations[`${ns}.stacker.git_version`] = gitV;
-    const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
+    const cdesc = await putJsonOnce(this.layout, config, MEDIA_TYPES.config);
     const layers = newLayer ? [...base.manifest.layers, newLayer.descriptor] : [...base.manifest.layers];
     const manifest = buildManifest(cdesc, layers, annotations);
-    const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
+    const mdesc = await putJsonOnce(this.layout, manifest, MEDIA_TYPES.manifest);
     const image: BaseImage = {
       manifest,
       manifestDigest: mdesc.digest,
@@ -504,6 +539,15 @@ export class Builder {
       log.info(`filesystem ${name} built successfully`);
     }
     return result;
+  }
+
+  private gitVersionOf(dir: string): Promise<string | undefined> {
+    let git = this.gitVersions.get(dir);
+    if (!git) {
+      git = gitVersion(dir);
+      this.gitVersions.set(dir, git);
+    }
+    return git;
   }
 
   /** stacker's author: `stacker` for reproducible builds, else user@host of who built it. */
@@ -877,6 +921,41 @@ async function applyOwnership(target: string, mode?: number, uid?: number, gid?:
   if (st.isDirectory()) {
     for (const e of await fsp.readdir(target)) await applyOwnership(join(target, e), undefined, uid, gid);
   }
+}
+
+/**
+ * `layout.putJson`, except that a blob already stored with exactly these bytes is not
+ * written again: a cached rebuild produces the same configs and manifests every time, and
+ * each write is a temp file, an fsync and a rename.
+ */
+async function putJsonOnce(layout: OciLayout, value: unknown, mediaType: string): Promise<Descriptor> {
+  const bytes = Buffer.from(canonicalJson(value));
+  const digest = sha256Digest(bytes);
+  const stored = await fsp.readFile(layout.path(digest)).catch(() => undefined);
+  if (stored?.equals(bytes)) return { mediaType, digest, size: bytes.length };
+  return layout.putJson(value, mediaType);
+}
+
+/**
+ * Would tagging leave index.json as it is? So when every tag already names exactly its
+ * descriptor, once, in a file as the layout writes it: a cached rebuild then does not
+ * rewrite index.json (two fsyncs) once per tag.
+ */
+async function tagsUnchanged(layout: OciLayout, tags: [string, Descriptor][]): Promise<boolean> {
+  let index: ImageIndex;
+  try {
+    const text = await fsp.readFile(join(layout.dir, 'index.json'), 'utf8');
+    index = JSON.parse(text);
+    if (!Array.isArray(index?.manifests) || canonicalJson(index) !== text) return false;
+  } catch {
+    return false;
+  }
+  if (!index.manifests.every((d) => d && isDigest(d.digest) && typeof d.size === 'number')) return false;
+  return tags.every(([name, d]) => {
+    const entries = index.manifests.filter((m) => m.annotations?.[REF_NAME] === name);
+    const entry = { ...d, annotations: { ...(d.annotations ?? {}), [REF_NAME]: name } };
+    return entries.length === 1 && canonicalJson(entries[0]) === canonicalJson(entry);
+  });
 }
 
 async function openOrInitLayout(dir: string): Promise<OciLayout> {

@@ -9,9 +9,11 @@ import {
   MEDIA_TYPES,
   UserError,
 } from '@stacker/plugin-api';
-import { execa } from 'execa';
 import { buildManifest } from './image-config.js';
 import { openLayerTar, shortId } from './snapshots.js';
+
+/** execa, imported on first use: loading it is costly, and a cached build runs none of this. */
+const loadExeca = () => import('execa');
 
 /** The `--layer-type` values: `tar` (the OCI default) and stacker's `squashfs`. */
 export const LAYER_TYPES = ['tar', 'squashfs'] as const;
@@ -44,15 +46,17 @@ let compressor: Promise<'zstd' | 'gzip'> | undefined;
 
 /** zstd when this mksquashfs was built with it, else gzip (every mksquashfs has gzip). */
 function squashfsCompression(): Promise<'zstd' | 'gzip'> {
-  compressor ??= execa('mksquashfs', ['-help'], { reject: false, all: true }).then((r) => {
-    if ((r as { code?: string }).code === 'ENOENT') {
-      throw new UserError(
-        'mksquashfs-missing',
-        'mksquashfs was not found on PATH; install squashfs-tools to build --layer-type squashfs',
-      );
-    }
-    return /^\s*zstd\b/m.test(r.all ?? '') ? 'zstd' : 'gzip';
-  });
+  compressor ??= loadExeca()
+    .then(({ execa }) => execa('mksquashfs', ['-help'], { reject: false, all: true }))
+    .then((r) => {
+      if ((r as { code?: string }).code === 'ENOENT') {
+        throw new UserError(
+          'mksquashfs-missing',
+          'mksquashfs was not found on PATH; install squashfs-tools to build --layer-type squashfs',
+        );
+      }
+      return /^\s*zstd\b/m.test(r.all ?? '') ? 'zstd' : 'gzip';
+    });
   return compressor;
 }
 
@@ -103,6 +107,7 @@ export class SquashfsConverter {
       }
       const env = { ...process.env };
       delete env.SOURCE_DATE_EPOCH; // it would also reset every file's mtime
+      const { execa } = await loadExeca();
       const r = await execa(
         'mksquashfs',
         [

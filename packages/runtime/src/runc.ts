@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { lstat, mkdir, readlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
@@ -333,7 +334,6 @@ export async function cleanupContainers(opts: { runtime?: string; stateDir: stri
   const runtime = which(opts.runtime ?? 'runc');
   // runc keeps one directory per container: nothing there, nothing to ask runc about
   if (!runtime || !existsSync(opts.stateDir) || readdirSync(opts.stateDir).length === 0) return [];
-  const { execFile } = await import('node:child_process');
   const run = (args: string[]) =>
     new Promise<string | undefined>((resolve) =>
       execFile(runtime, ['--root', opts.stateDir, ...args], (err, stdout) =>

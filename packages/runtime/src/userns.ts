@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { constants as osConstants, userInfo } from 'node:os';
-import { getAttributeSync } from '@napi-rs/xattr';
 import { idmapHelperMissing, idmapHelperNotPrivileged, noSubidRange, unshareMissing } from './errors.js';
 import { which } from './which.js';
 
@@ -121,9 +121,18 @@ export function currentUser(): { name: string; uid: number } {
 
 /** Is `path` an id-mapping helper that can do its job (setuid root, or file capabilities)? */
 export function idmapHelperPrivileged(path: string): boolean {
+  let st: ReturnType<typeof statSync>;
   try {
-    const st = statSync(path);
-    if ((st.mode & 0o4000) !== 0 && st.uid === 0) return true;
+    st = statSync(path);
+  } catch {
+    return false;
+  }
+  if ((st.mode & 0o4000) !== 0 && st.uid === 0) return true;
+  // the native module is loaded only here: a setuid helper (the usual case) needs none
+  const { getAttributeSync } = createRequire(import.meta.url)(
+    '@napi-rs/xattr',
+  ) as typeof import('@napi-rs/xattr');
+  try {
     return getAttributeSync(path, 'security.capability') !== null;
   } catch {
     return false;

@@ -93,8 +93,9 @@ export default class Build extends StackerCommand {
     process.on('SIGTERM', onSignal);
     view?.start();
     try {
-      // the engine is loaded only for a real build (--order-only stays quick)
-      const { Builder } = await import('@stacker/core');
+      // the engine is loaded only for a real build (--order-only stays quick), and not the
+      // rest of @stacker/core (convert, clean, ...)
+      const { Builder } = await import('@stacker/core/engine');
       await new Builder({
         files,
         settings: this.settings,
