@@ -10,7 +10,6 @@ import {
   OciLayout,
   putLayer,
   REF_NAME,
-  sha256Digest,
   sortChanges,
   unpackLayer,
 } from '@stacker/oci';
@@ -353,9 +352,9 @@ export class Builder {
         author: this.author(),
       })),
     };
-    const cdesc = await putJsonOnce(this.layout, config, MEDIA_TYPES.config);
+    const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
     const manifest = buildManifest(cdesc, layers, {});
-    const mdesc = await putJsonOnce(this.layout, manifest, MEDIA_TYPES.manifest);
+    const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
     return { manifest, manifestDigest: mdesc.digest, config, identity, layers };
   }
 
@@ -503,10 +502,10 @@ export class Builder {
     };
     const gitV = await this.gitVersionOf(file.dir);
     if (gitV) annotations[`${ns}.stacker.git_version`] = gitV;
-    const cdesc = await putJsonOnce(this.layout, config, MEDIA_TYPES.config);
+    const cdesc = await this.layout.putJson(config, MEDIA_TYPES.config);
     const layers = newLayer ? [...base.manifest.layers, newLayer.descriptor] : [...base.manifest.layers];
     const manifest = buildManifest(cdesc, layers, annotations);
-    const mdesc = await putJsonOnce(this.layout, manifest, MEDIA_TYPES.manifest);
+    const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
     const image: BaseImage = {
       manifest,
       manifestDigest: mdesc.digest,
@@ -921,19 +920,6 @@ async function applyOwnership(target: string, mode?: number, uid?: number, gid?:
   if (st.isDirectory()) {
     for (const e of await fsp.readdir(target)) await applyOwnership(join(target, e), undefined, uid, gid);
   }
-}
-
-/**
- * `layout.putJson`, except that a blob already stored with exactly these bytes is not
- * written again: a cached rebuild produces the same configs and manifests every time, and
- * each write is a temp file, an fsync and a rename.
- */
-async function putJsonOnce(layout: OciLayout, value: unknown, mediaType: string): Promise<Descriptor> {
-  const bytes = Buffer.from(canonicalJson(value));
-  const digest = sha256Digest(bytes);
-  const stored = await fsp.readFile(layout.path(digest)).catch(() => undefined);
-  if (stored?.equals(bytes)) return { mediaType, digest, size: bytes.length };
-  return layout.putJson(value, mediaType);
 }
 
 /**

@@ -17,7 +17,7 @@ import {
   type ImageManifest,
   MEDIA_TYPES,
 } from '@stacker/plugin-api';
-import { canonicalJson, digestHex, HashingStream, isDigest } from './digest.js';
+import { canonicalJson, digestHex, HashingStream, isDigest, sha256Digest } from './digest.js';
 import {
   badIndex,
   badJson,
@@ -232,7 +232,13 @@ export class OciLayout implements BlobStore {
   }
 
   async putJson(value: unknown, mediaType: string): Promise<Descriptor> {
-    return this.putStream(Readable.from([Buffer.from(canonicalJson(value))]), mediaType);
+    const bytes = Buffer.from(canonicalJson(value));
+    const digest = sha256Digest(bytes);
+    // a blob already stored with exactly these bytes is not written again (temp file, fsync,
+    // rename): a cached rebuild makes the same configs and manifests every time
+    const stored = await fsp.readFile(this.path(digest)).catch(() => undefined);
+    if (stored?.equals(bytes)) return { mediaType, digest, size: bytes.length };
+    return this.putStream(Readable.from([bytes]), mediaType);
   }
 
   async putConfig(config: ImageConfig, mediaType: string = MEDIA_TYPES.config): Promise<Descriptor> {
