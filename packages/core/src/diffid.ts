@@ -73,7 +73,9 @@ export function diffIdAwareBlobs(
     async putFile(path, mediaType, expected) {
       if (mediaType !== MEDIA_TYPES.layerGzip) return layout.putFile(path, mediaType, expected);
       const diffId = diffIdOfStream(createReadStream(path), true);
-      diffId.catch(() => {}); // a broken gzip is reported by the unpack, in its words
+      // handled here so a failure is not an unhandled rejection while the copy runs; it is
+      // reported where the diff id is awaited (imageFromLayers), as before this overlap
+      diffId.catch(() => {});
       const desc = await layout.putFile(path, mediaType, expected);
       found(
         desc.digest,
