@@ -9,6 +9,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts', 'plugins/*/src/**/*.test.ts'],
+          setupFiles: ['tools/test-support/fuzz-seed.ts'],
           testTimeout: 60_000,
         },
       },

@@ -16,7 +16,8 @@ import { tempDir } from './test-fixtures.js';
 import { type EntrySpec, tarBytes } from './test-tar.js';
 import { unpackLayer } from './unpack.js';
 
-export const FUZZ_RUNS = { random: 1500, mutated: 2000, unpack: 250 };
+const SCALE = Number(process.env.STACKER_FUZZ_SCALE ?? 1);
+export const FUZZ_RUNS = { random: 1500 * SCALE, mutated: 2000 * SCALE, unpack: 250 * SCALE };
 const TYPED = new Set<string>([ERROR_CODES.badTar, ERROR_CODES.layerTooBig, ERROR_CODES.unsafePath]);
 const LIMITS = { maxEntries: 10_000, maxBytes: 1 << 20 };
 
@@ -127,7 +128,7 @@ describe('tar reader under random input', () => {
       fc.asyncProperty(fc.uint8Array({ maxLength: 500 }), async (u) => {
         await readAll(Buffer.concat([Buffer.from([0x1f, 0x8b]), Buffer.from(u)]), 64);
       }),
-      { numRuns: FUZZ_RUNS.random / 3 },
+      { numRuns: Math.ceil(FUZZ_RUNS.random / 3) },
     );
   });
 
@@ -154,7 +155,7 @@ describe('tar reader under random input', () => {
         const n = await readAll(tarBytes(...specs), 512);
         expect(n).toBe(specs.length);
       }),
-      { numRuns: 300 },
+      { numRuns: 300 * SCALE },
     );
   });
 });

@@ -10,7 +10,8 @@ import { pullImage } from './copy.js';
 import { digestOf, FakeRegistry, type Fault, MemoryStore } from './fake-registry.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-export const FAULT_RUNS = 60;
+const SCALE = Number(process.env.STACKER_FUZZ_SCALE ?? 1);
+export const FAULT_RUNS = 60 * SCALE;
 const running: FakeRegistry[] = [];
 afterEach(async () => {
   while (running.length) await running.pop()!.stop();

@@ -9,7 +9,8 @@ import { RegistryClient } from './client.js';
 import { parseChallenges } from './credentials.js';
 import { formatReference, parseImageReference } from './reference.js';
 
-export const FUZZ_RUNS = { challenges: 3000, references: 3000, manifests: 1500 };
+const SCALE = Number(process.env.STACKER_FUZZ_SCALE ?? 1);
+export const FUZZ_RUNS = { challenges: 3000 * SCALE, references: 3000 * SCALE, manifests: 1500 * SCALE };
 
 const challengeToken = fc.constantFrom(
   'Bearer',
@@ -61,7 +62,7 @@ describe('WWW-Authenticate parsing', () => {
           expect(c.params).toEqual(params);
         },
       ),
-      { numRuns: 500 },
+      { numRuns: 500 * SCALE },
     );
   });
 });

@@ -594,6 +594,17 @@ describe('YAML features stacker files use', () => {
     expect(sf.layers[1].environment).toEqual({ B: '2', A: '1' });
     expect(sf.layers[1].run).toEqual(['echo']);
   });
+
+  it('a complex key is named by its text, even when its own merge key cannot merge', () => {
+    // `? <<: *a` is a key that is itself a mapping whose merge source is a scalar: converting
+    // that key to JS throws inside the YAML library, which must not escape as a crash.
+    const e = userErrorOf(() =>
+      parse('a:\n  from: {type: scratch}\n  labels: {x: &a 1}\n? <<: *a\n: {from: {type: scratch}}\n'),
+    );
+    expect(e.message).toMatch(/^\/proj\/sub\/stacker\.yaml:4:5: a layer name must be a string/);
+    const e2 = userErrorOf(() => parse('? <<: *a\n'));
+    expect(e2.message).toMatch(/^\/proj\/sub\/stacker\.yaml:1:\d+: /);
+  });
 });
 
 describe('YAML 1.1 scalars', () => {

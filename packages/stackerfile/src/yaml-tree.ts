@@ -31,7 +31,7 @@ export class YamlTree {
 
   constructor(
     readonly file: string,
-    text: string,
+    private readonly text: string,
     private readonly map: SourceMap,
   ) {
     const lineCounter = new LineCounter();
@@ -104,11 +104,18 @@ export class YamlTree {
     return own;
   }
 
+  /**
+   * Text of a key. A complex key (`? {a: 1}`, `? [x]`) is named by its source text: converting
+   * it to JS would apply its own merge keys, which can fail (`? <<: *a` with `a` a scalar), and
+   * the callers only need a name to compare and to report.
+   */
   keyText(keyNode: Node | null): string {
     const n = this.resolve(keyNode);
     if (n === null) return '';
     const s = this.scalarText(n);
-    return s ?? String(n.toJSON?.() ?? '');
+    if (s !== undefined) return s;
+    const r = n.range;
+    return r ? this.text.slice(r[0], r[1]).trim() : '?';
   }
 
   /**
