@@ -8,7 +8,8 @@
 # Per-image time is the median gap between consecutive `filesystem dN built successfully`
 # lines (start-up excluded); disk use is what storage holds after round 2: `btrfs
 # filesystem du -s` (total/exclusive) and `df` of the loop mount for btrfs, `du -sx` of the
-# roots dir for overlay. Prints a markdown table. Other load on the machine shows in the
+# roots dir for overlay. Prints a markdown table (and, with BTRFS_BENCH_JSON=FILE, writes
+# the figures there as JSON for the suite's report). Other load on the machine shows in the
 # times: the load average is printed with them.
 #   sudo bash tools/bench/btrfs-vs-overlay.sh
 set -euo pipefail
@@ -63,6 +64,7 @@ human() { numfmt --to=iec --suffix=B "$1"; }
 
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()
+json=()
 run_case() { # run_case BASE_LABEL BASE_TAR DRIVER
   local label=$1 tar=$2 driver=$3 dir=$work/$1-$3 flags=() roots
   mkdir -p "$dir"
@@ -105,7 +107,14 @@ run_case() { # run_case BASE_LABEL BASE_TAR DRIVER
   else
     disk="$(du -sxB1 "$roots" | awk '{print $1}' | xargs -I{} numfmt --to=iec --suffix=B {}) (du -sx)"
   fi
-  rows+=("| $label | $driver | $(printf '%.2f' "$(echo "$t1 - $t0" | bc)") s | $(printf '%.2f' "$(echo "$t3 - $t2" | bc)") s | $(median_gap "$work/log1") s | $(printf '%.2f' "$(echo "$t5 - $t4" | bc)") s | $(median_gap "$work/log2") s | $disk |")
+  local cold r1 g1 r2 g2
+  cold=$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")
+  r1=$(printf '%.2f' "$(echo "$t3 - $t2" | bc)")
+  g1=$(median_gap "$work/log1")
+  r2=$(printf '%.2f' "$(echo "$t5 - $t4" | bc)")
+  g2=$(median_gap "$work/log2")
+  rows+=("| $label | $driver | $cold s | $r1 s | $g1 s | $r2 s | $g2 s | $disk |")
+  json+=("{\"base\":\"$label\",\"driver\":\"$driver\",\"cold\":$cold,\"round1\":$r1,\"perImage1\":$g1,\"round2\":$r2,\"perImage2\":$g2,\"disk\":\"$disk\"}")
 }
 
 for base in "debian-minbase:$view/build/fixtures/debian-minbase.tar.gz" "busybox:$view/build/fixtures/busybox.tar.gz"; do
@@ -120,4 +129,7 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "base sizes: debian-minbase $(tar tzf build/fixtures/debian-minbase.tar.gz | wc -l) entries ($(du -h build/fixtures/debian-minbase.tar.gz | cut -f1) gzip), busybox $(tar tzf build/fixtures/busybox.tar.gz | wc -l) entries"
 echo "load average before/after: $load0 / $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "${BTRFS_BENCH_JSON:-}" ]; then
+  (IFS=,; echo "{\"images\":$n,\"entries\":{\"debian-minbase\":$(tar tzf build/fixtures/debian-minbase.tar.gz | wc -l),\"busybox\":$(tar tzf build/fixtures/busybox.tar.gz | wc -l)},\"rows\":[${json[*]}]}") >"$BTRFS_BENCH_JSON"
+fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r), node $(node --version), $(date -u +%F)"

@@ -38,14 +38,18 @@ const WORKLOADS = [
   { id: 'noop', label: '(e) no-op rebuild of (b)', nonce: false },
   { id: 'tree500', label: '(f) one step writing a 500 MB tree (11,675 files)', nonce: false },
 ];
+/** Not a tool matrix: tools/bench/btrfs-vs-overlay.sh, stacker on both storage drivers. */
+const BTRFS = { id: 'btrfs', label: '(d) on btrfs: per-image cost against the base size' };
 const runs = Number(opts.runs);
 if (!Number.isInteger(runs) || runs < 1)
   throw new Error(`--runs must be a positive integer, not ${opts.runs}`);
 const tools = opts.tools.split(',');
 const only = opts.only ? new Set(opts.only.split(',')) : undefined;
 const workloads = WORKLOADS.filter((w) => !only || only.has(w.id));
+const withBtrfs = (!only || only.has(BTRFS.id)) && tools.includes('stacker');
 if (only)
-  for (const id of only) if (!WORKLOADS.some((w) => w.id === id)) throw new Error(`unknown workload ${id}`);
+  for (const id of only)
+    if (id !== BTRFS.id && !WORKLOADS.some((w) => w.id === id)) throw new Error(`unknown workload ${id}`);
 
 const work = opts.work;
 fs.rmSync(work, { recursive: true, force: true });
@@ -177,6 +181,24 @@ for (const w of workloads) {
 }
 // the state is left for a look; removed at the next run (and by suite.sh on exit)
 
+// btrfs against overlay: 20 images derived from a big and a small base, on each driver
+let btrfs;
+if (withBtrfs) {
+  const jsonFile = join(work, 'btrfs.json');
+  const res = spawnSync('bash', [join(repo, 'tools/bench/btrfs-vs-overlay.sh')], {
+    env: { ...process.env, STACKER_BENCH_NO_BUILD: '1', BTRFS_BENCH_JSON: jsonFile },
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  check(res, 'tools/bench/btrfs-vs-overlay.sh');
+  btrfs = JSON.parse(fs.readFileSync(jsonFile, 'utf8'));
+  btrfs.table = res.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('|'))
+    .join('\n');
+  process.stderr.write(`${btrfs.table}\n`);
+}
+
 // --- the report -----------------------------------------------------------------------
 const summary = (w, t) => {
   const ms = results[w][t];
@@ -238,6 +260,20 @@ const target = (what, ok, detail) =>
   target('(e) under 0.5 s', e ? e.wall < 0.5 : undefined, e ? `${e.wall.toFixed(2)} s` : '');
   const f = get('tree500', 'stacker');
   target('(f) peak RSS under 300 MB', f ? f.rss < 300 * 2 ** 20 : undefined, f ? `${fmtMB(f.rss)} MB` : '');
+  // "independent of the base's size": per image on the big base within 25% of the small one
+  const per = (base, k) => btrfs?.rows.find((r) => r.base === base && r.driver === 'btrfs')?.[k];
+  const pairs = ['perImage1', 'perImage2'].map((k) => [per('debian-minbase', k), per('busybox', k)]);
+  const measured = btrfs && pairs.every(([a, b]) => a > 0 && b > 0);
+  target(
+    '(d) on btrfs: per-image cost independent of the base size (big base ≤ 1.25× small)',
+    measured ? pairs.every(([a, b]) => a <= 1.25 * b) : undefined,
+    measured
+      ? pairs
+          .map(([a, b]) => `${a.toFixed(3)} s vs ${b.toFixed(3)} s (${ratio(a, b)})`)
+          .join('; ')
+          .concat(` for ${btrfs.entries['debian-minbase']} vs ${btrfs.entries.busybox} entries`)
+      : '',
+  );
 }
 
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
@@ -267,7 +303,21 @@ runner contract are in tools/bench/workloads/README.md; the peers:
 
 ${rows.join('\n')}
 
-### Targets (issue #10)
+${
+  btrfs
+    ? `### btrfs against overlay
+
+tools/bench/btrfs-vs-overlay.sh, in the same run: ${btrfs.images} images derived from one base (each
+\`echo $i > /etc/derived\`), built with \`--jobs 1\` as the unprivileged user, on a btrfs loop mount
+(\`loop,user_subvol_rm_allowed\`) and on overlay. Round 1 derives them from the cached base,
+round 2 changes all of them; per image is the median gap between two images' \`built
+successfully\` lines (start-up excluded).
+
+${btrfs.table}
+
+`
+    : ''
+}### Targets (issue #10)
 
 | target | this run | |
 |---|---|---|

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
+import { join, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
 import {
@@ -16,24 +16,43 @@ import {
 // the id scheme is shared by the directory-based drivers; re-exported for tests and tools
 export { ID_LENGTH, snapshotId };
 
+import { dropUnchangedCopyUps, mountPoints, removeTree, unmount, walkUpper } from '@stacker/storage-overlay';
+import type { Options } from 'execa';
+import { applyUpper } from './apply-upper.js';
 import { createSubvolume, deleteSubvolume, setReadOnly, snapshotSubvolume } from './btrfs.js';
-import { diffTrees } from './diff.js';
+import { addTree } from './diff.js';
 import { snapshotInUse } from './errors.js';
+
+/** execa, imported on first use: loading it costs a quarter second, and a cached build runs nothing. */
+const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
+  (await import('execa')).execa(file, args, options as O);
 
 /**
  * On-disk layout, all below `<rootsDir>/btrfs/` (which must be on a btrfs filesystem):
  *
- *   snapshots/<id>/fs          committed snapshot: a read-only subvolume
+ *   snapshots/<id>/sv          committed snapshot: a read-only subvolume
+ *   snapshots/<id>/sv/fs       ... holding the root filesystem
  *   snapshots/<id>/meta.json   {name, parent}
- *   active/<id>/fs             active snapshot: a writable subvolume, a snapshot of its
- *                              parent's fs (or a new, empty subvolume)
+ *   active/<id>/sv             active snapshot: a writable subvolume, a snapshot of its
+ *                              parent's sv (or a new one, with an empty fs/)
+ *   active/<id>/sv/upper       with a parent: the overlay upper dir and ...
+ *   active/<id>/sv/work        ... its work dir, in the same subvolume as fs/
+ *   active/<id>/mnt            with a parent: the overlay (lower = the parent's sv/fs)
  *   active/<id>/meta.json      {key, parent}
  *
- * `<id>` is the start of sha256(name or key). Nothing is ever mounted: a subvolume is a
- * directory, so the driver works the same as real root and as root of a user namespace
- * (deleting needs the filesystem mounted with `user_subvol_rm_allowed` there).
- * Directories are published by rename from a `.tmp-` name, so a killed build leaves
- * either a whole snapshot or a `.tmp-` leftover that cleanup() deletes.
+ * Why an overlay on a btrfs snapshot: rootless btrfs cannot say what changed in a snapshot
+ * (`btrfs subvolume find-new` and `btrfs send` need CAP_SYS_ADMIN in the initial
+ * namespace), and comparing a snapshot with its parent means an lstat of every path of the
+ * base, for every image. With the parent as the overlay's only lower, the upper dir is the
+ * change set, whatever the size of the base. Commit then moves the upper's entries into
+ * sv/fs by rename (same subvolume: no data copied), so each committed snapshot is a whole,
+ * flat tree: a child always mounts one lower, however deep its chain of `built` parents,
+ * and the base's data is shared by every snapshot.
+ *
+ * `<id>` is the start of sha256(name or key). Directories are published by rename from a
+ * `.tmp-` name, so a killed build leaves either a whole snapshot or a leftover that
+ * cleanup() deletes. Deleting subvolumes unprivileged needs the filesystem mounted with
+ * `user_subvol_rm_allowed`.
  */
 const TMP = '.tmp-';
 
@@ -53,7 +72,9 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
   }
 
   static async open(ctx: DriverContext): Promise<BtrfsDriver> {
-    const driver = new BtrfsDriver(ctx, join(ctx.rootsDir, 'btrfs'));
+    await mkdir(ctx.rootsDir, { recursive: true });
+    // mountinfo shows real paths: compare against the real one.
+    const driver = new BtrfsDriver(ctx, join(await realpath(ctx.rootsDir), 'btrfs'));
     await mkdir(driver.snapshotsDir, { recursive: true });
     await mkdir(driver.activeDir, { recursive: true });
     return driver;
@@ -67,8 +88,10 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     return join(this.activeDir, snapshotId(key));
   }
 
-  private committedMeta(name: string): Promise<CommittedMeta | undefined> {
-    return readCommittedMeta(this.snapshotsDir, name);
+  /** The meta of committed `name`, if it is a whole snapshot in this layout. */
+  private async committedMeta(name: string): Promise<CommittedMeta | undefined> {
+    const meta = await readCommittedMeta(this.snapshotsDir, name);
+    return meta && existsSync(join(this.committedPath(name), 'sv', 'fs')) ? meta : undefined;
   }
 
   private activeMetaSync(key: string): ActiveMeta | undefined {
@@ -88,8 +111,16 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     const tmp = `${path}${TMP}${randomBytes(4).toString('hex')}`;
     await mkdir(tmp);
     try {
-      if (parent === undefined) await createSubvolume(join(tmp, 'fs'));
-      else await snapshotSubvolume(join(this.committedPath(parent), 'fs'), join(tmp, 'fs'));
+      const sv = join(tmp, 'sv');
+      if (parent === undefined) {
+        await createSubvolume(sv);
+        await mkdir(join(sv, 'fs'), { mode: 0o755 });
+      } else {
+        await snapshotSubvolume(join(this.committedPath(parent), 'sv'), sv);
+        await mkdir(join(sv, 'upper'), { mode: 0o755 });
+        await mkdir(join(sv, 'work'), { mode: 0o700 });
+        await mkdir(join(tmp, 'mnt'), { mode: 0o755 });
+      }
       const meta: ActiveMeta = parent === undefined ? { key } : { key, parent };
       await writeFile(join(tmp, 'meta.json'), `${JSON.stringify(meta)}\n`);
       await rename(tmp, path);
@@ -97,63 +128,112 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
       await removeSnapshotDir(tmp).catch(() => undefined);
       throw e;
     }
+    if (parent !== undefined) {
+      try {
+        await this.mount(key, parent);
+      } catch (e) {
+        await removeSnapshotDir(path).catch(() => undefined);
+        throw e;
+      }
+    }
     this.ctx.log.debug({ key, parent }, 'btrfs: prepared');
-    return join(path, 'fs');
+    return this.rootfs(key) as string;
   }
 
   rootfs(key: string): string | undefined {
-    return this.activeMetaSync(key) ? join(this.activePath(key), 'fs') : undefined;
+    const meta = this.activeMetaSync(key);
+    if (!meta) return undefined;
+    return join(this.activePath(key), meta.parent === undefined ? join('sv', 'fs') : 'mnt');
+  }
+
+  /** Mount the overlay of active `key`: the parent's tree below, the snapshot's upper dir on top. */
+  private async mount(key: string, parent: string): Promise<void> {
+    const options = `lowerdir=../../snapshots/${snapshotId(parent)}/sv/fs,upperdir=sv/upper,workdir=sv/work,userxattr`;
+    const r = await execa('mount', ['-t', 'overlay', 'overlay', '-o', options, 'mnt'], {
+      cwd: this.activePath(key),
+      reject: false,
+    });
+    if (r.exitCode !== 0) {
+      throw new Error(
+        `btrfs: mounting ${key} on ${parent} failed: ${r.stderr.trim() || `exit ${r.exitCode}`}`,
+      );
+    }
   }
 
   async unpackLayer(key: string, layerTar: Readable): Promise<void> {
-    const rootfs = this.rootfs(key);
-    if (!rootfs) throw new Error(`btrfs: no active snapshot ${key}`);
-    await this.ctx.unpack(layerTar, rootfs, { whiteouts: 'delete' });
+    const meta = this.activeMetaSync(key);
+    if (!meta) throw new Error(`btrfs: no active snapshot ${key}`);
+    const sv = join(this.activePath(key), 'sv');
+    if (meta.parent === undefined) {
+      await this.ctx.unpack(layerTar, join(sv, 'fs'), { whiteouts: 'delete' });
+      return;
+    }
+    // Changing an upper dir under a mounted overlay is undefined behaviour: unmount,
+    // write the layer straight into the upper dir, mount again.
+    await unmount(join(this.activePath(key), 'mnt'));
+    await this.ctx.unpack(layerTar, join(sv, 'upper'), { whiteouts: 'overlay' });
+    await this.mount(key, meta.parent);
   }
 
   async *diff(key: string): AsyncIterable<Change> {
     const meta = this.activeMetaSync(key);
     if (!meta) throw new Error(`btrfs: no active snapshot ${key}`);
-    let lower: string | undefined;
-    if (meta.parent !== undefined) {
-      if (!(await this.committedMeta(meta.parent)))
-        throw new Error(`btrfs: parent snapshot ${meta.parent} of ${key} is gone`);
-      lower = join(this.committedPath(meta.parent), 'fs');
+    const sv = join(this.activePath(key), 'sv');
+    if (meta.parent === undefined) {
+      yield* addTree(join(sv, 'fs'), '');
+      return;
     }
-    yield* diffTrees(join(this.activePath(key), 'fs'), lower);
+    if (!(await this.committedMeta(meta.parent)))
+      throw new Error(`btrfs: parent snapshot ${meta.parent} of ${key} is gone`);
+    const lower = join(this.committedPath(meta.parent), 'sv', 'fs');
+    yield* dropUnchangedCopyUps(walkUpper(join(sv, 'upper'), ''), [lower]);
   }
 
   async commit(name: string, key: string): Promise<void> {
     const meta = this.activeMetaSync(key);
     if (!meta) throw new Error(`btrfs: no active snapshot ${key}`);
     const active = this.activePath(key);
+    const sv = join(active, 'sv');
+    if (meta.parent !== undefined) await unmount(join(active, 'mnt'));
     const dest = this.committedPath(name);
     if (existsSync(dest)) {
-      if (!(await this.committedMeta(name)))
+      if (await this.committedMeta(name)) {
+        this.ctx.log.debug({ name, key }, 'btrfs: already committed, dropping the active snapshot');
+        await removeSnapshotDir(active);
+        return;
+      }
+      if (!(await readCommittedMeta(this.snapshotsDir, name)))
         throw new Error(`btrfs: ${dest} is not the snapshot ${name} (id collision or damaged meta.json)`);
-      this.ctx.log.debug({ name, key }, 'btrfs: already committed, dropping the active snapshot');
-      await removeSnapshotDir(active);
-      return;
+      // the same snapshot in an older layout (the subvolume was the rootfs): replace it
+      await removeSnapshotDir(dest);
+    }
+    if (meta.parent !== undefined) {
+      await applyUpper(join(sv, 'upper'), join(sv, 'fs'));
+      await removeTree(join(sv, 'upper'));
+      await removeTree(join(sv, 'work'));
     }
     const tmp = `${dest}${TMP}${randomBytes(4).toString('hex')}`;
     await mkdir(tmp);
-    await rename(join(active, 'fs'), join(tmp, 'fs'));
-    await setReadOnly(join(tmp, 'fs'), true);
+    await rename(sv, join(tmp, 'sv'));
+    // read-only once moved: a read-only subvolume cannot be renamed (its `..` is in it)
+    await setReadOnly(join(tmp, 'sv'), true);
     const committed: CommittedMeta = meta.parent === undefined ? { name } : { name, parent: meta.parent };
     await writeFile(join(tmp, 'meta.json'), `${JSON.stringify(committed)}\n`);
     await rename(tmp, dest);
-    await rm(active, { recursive: true, force: true });
+    await removeTree(active);
     this.ctx.log.debug({ name, key, parent: meta.parent }, 'btrfs: committed');
   }
 
   async remove(keyOrName: string): Promise<void> {
+    const active = this.activePath(keyOrName);
     if (this.activeMetaSync(keyOrName)) {
-      await removeSnapshotDir(this.activePath(keyOrName));
+      await unmount(join(active, 'mnt'));
+      await removeSnapshotDir(active);
       return;
     }
-    if (!(await this.committedMeta(keyOrName))) return;
+    if (!(await readCommittedMeta(this.snapshotsDir, keyOrName))) return;
     // Committed children are whole subvolumes of their own; only an active child still
-    // needs its parent (to diff against).
+    // needs its parent (its overlay's lower).
     const child = await this.activeChildOf(keyOrName);
     if (child) throw snapshotInUse(keyOrName, child);
     await removeSnapshotDir(this.committedPath(keyOrName));
@@ -174,8 +254,12 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     return this.prepare(key, name);
   }
 
-  /** Delete every active snapshot and half-made directory (a killed build's leftovers). */
+  /** Unmount and delete every active snapshot and half-made directory (a killed build's leftovers). */
   async cleanup(): Promise<void> {
+    const prefix = this.dir + sep;
+    const mounted = (await mountPoints()).filter((p) => p.startsWith(prefix));
+    mounted.sort((a, b) => b.length - a.length);
+    for (const p of mounted) await unmount(p);
     let removed = 0;
     for (const id of await readdir(this.activeDir).catch(() => [] as string[])) {
       await removeSnapshotDir(join(this.activeDir, id));
@@ -186,12 +270,21 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
       await removeSnapshotDir(join(this.snapshotsDir, id));
       removed++;
     }
-    this.ctx.log.debug({ removed }, 'btrfs: cleaned up');
+    this.ctx.log.debug({ unmounted: mounted.length, removed }, 'btrfs: cleaned up');
+  }
+
+  /** Is the overlay of active snapshot `key` mounted now? (For tests and diagnostics.) */
+  async isMounted(key: string): Promise<boolean> {
+    return (await mountPoints()).includes(join(this.activePath(key), 'mnt'));
   }
 }
 
-/** Delete a snapshot directory: its subvolume (if any), then the directory itself. */
+/**
+ * Delete a snapshot directory: its subvolume (`sv`, or `fs` in the older layout where the
+ * subvolume was the rootfs), then the directory itself.
+ */
 async function removeSnapshotDir(dir: string): Promise<void> {
+  await deleteSubvolume(join(dir, 'sv'));
   await deleteSubvolume(join(dir, 'fs'));
-  await rm(dir, { recursive: true, force: true });
+  await removeTree(dir);
 }

@@ -32,3 +32,10 @@ export function snapshotInUse(name: string, child: string): UserError {
     `snapshot ${name} cannot be removed: the active snapshot ${child} is being built on it; remove ${child} first (or run \`stacker clean\`).`,
   );
 }
+
+export function overlayOnBtrfsUnusable(rootsDir: string, detail: string): UserError {
+  return new UserError(
+    'btrfs-overlay-unusable',
+    `an overlay mount (userxattr) on btrfs subvolumes in ${rootsDir} does not work (${detail}); the btrfs driver tracks each build's changes with one, so it needs Linux 5.11 or newer and to run in stacker's user namespace; or use --storage-type=overlay.`,
+  );
+}

@@ -1,7 +1,8 @@
 import type { StorageModule } from '@stacker/plugin-api';
 import { btrfsFactory } from './factory.js';
 
-export { diffTrees } from './diff.js';
+export { applyUpper } from './apply-upper.js';
+export { addTree } from './diff.js';
 export { BtrfsDriver, ID_LENGTH, snapshotId } from './driver.js';
 export * from './errors.js';
 export { btrfsFactory, checkBtrfs } from './factory.js';

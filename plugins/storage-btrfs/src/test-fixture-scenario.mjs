@@ -45,7 +45,8 @@ const driver = await btrfsFactory.create(ctx);
 
 const base = await driver.prepare('extract-c1', undefined);
 out.baseIsSubvolume =
-  base === join(driver.activeDir, snapshotId('extract-c1'), 'fs') && lstatSync(base).ino === 256;
+  base === join(driver.activeDir, snapshotId('extract-c1'), 'sv', 'fs') &&
+  lstatSync(join(driver.activeDir, snapshotId('extract-c1'), 'sv')).ino === 256;
 await driver.unpackLayer('extract-c1', Readable.from([layer]));
 out.baseDiff = await collect('extract-c1');
 await driver.commit('c1', 'extract-c1');
@@ -54,14 +55,18 @@ out.existsC2 = await driver.exists('c2');
 out.extractGone =
   driver.rootfs('extract-c1') === undefined && !existsSync(join(driver.activeDir, snapshotId('extract-c1')));
 try {
-  await writeFile(join(driver.snapshotsDir, snapshotId('c1'), 'fs', 'x'), 'x');
+  await writeFile(join(driver.snapshotsDir, snapshotId('c1'), 'sv', 'fs', 'x'), 'x');
   out.committedReadOnly = 'writable';
 } catch (e) {
   out.committedReadOnly = e.code;
 }
 
 const rootfs = await driver.prepare('build', 'c1');
-out.buildRootfs = rootfs === driver.rootfs('build') && lstatSync(rootfs).ino === 256;
+// with a parent, the rootfs is an overlay whose upper dir is in the snapshot's subvolume
+out.buildRootfs =
+  rootfs === driver.rootfs('build') &&
+  (await driver.isMounted('build')) &&
+  lstatSync(join(driver.activeDir, snapshotId('build'), 'sv')).ino === 256;
 await appendFile(join(rootfs, 'a/keep'), 'more\n');
 await rm(join(rootfs, 'a/gone'));
 await mkdir(join(rootfs, 'new'));
@@ -119,9 +124,17 @@ await chmod(join(left, 'ro/inner'), 0o555);
 await chmod(join(left, 'ro'), 0o555);
 await driver.prepare('left-base', undefined);
 await mkdir(join(driver.snapshotsDir, 'abc.tmp-1'));
-execFileSync('btrfs', ['subvolume', 'snapshot', '-r', left, join(driver.snapshotsDir, 'abc.tmp-1', 'fs')], {
-  stdio: 'ignore',
-});
+execFileSync(
+  'btrfs',
+  [
+    'subvolume',
+    'snapshot',
+    '-r',
+    join(driver.activeDir, snapshotId('left'), 'sv'),
+    join(driver.snapshotsDir, 'abc.tmp-1', 'sv'),
+  ],
+  { stdio: 'ignore' },
+);
 const fresh = await BtrfsDriver.open(ctx);
 await fresh.cleanup();
 out.afterCleanup = {
@@ -142,9 +155,11 @@ async function attempt(fn) {
   }
 }
 
-// Changes as `kind path`; an add's source must be the path in the key's subvolume.
+// Changes as `kind path`; an add's source must be the path in the key's subvolume: in its
+// tree without a parent, in its overlay upper dir with one.
 async function collect(key) {
-  const fs = join(driver.activeDir, snapshotId(key), 'fs');
+  const sv = join(driver.activeDir, snapshotId(key), 'sv');
+  const fs = existsSync(join(sv, 'upper')) ? join(sv, 'upper') : join(sv, 'fs');
   const list = [];
   for await (const c of driver.diff(key)) {
     if (c.kind === 'add' || c.kind === 'modify') {

@@ -4,5 +4,8 @@ import { overlayFactory } from './factory.js';
 export { MAX_CHAIN, OverlayDriver, snapshotId } from './driver.js';
 export * from './errors.js';
 export { checkOverlay, overlayFactory } from './factory.js';
+export { isMountPoint, mountPoints, unmount } from './mounts.js';
+export { removeTree } from './rmrf.js';
+export { dropUnchangedCopyUps, walkUpper } from './upper.js';
 
 export const storage: StorageModule['storage'] = [overlayFactory];
