@@ -177,9 +177,6 @@ export class Builder {
     const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
     try {
       this.layout = await openOrInitLayout(settings.ociDir);
-      this.blobs = diffIdAwareBlobs(this.layout, this.diffIdDir(), (digest, diffId) => {
-        this.diffIdCache.set(digest, diffId);
-      });
       this.cache = await BuildCache.load(settings.stackerDir, this.opts.stackerVersion, this.log);
       const factory = await this.opts.registry.storage(settings.storageType);
       const dctx: DriverContext = {
@@ -198,7 +195,21 @@ export class Builder {
       });
       if (stale.length) this.log.info(`removed ${stale.length} container(s) left by an interrupted build`);
       if (driver.cleanup) await driver.cleanup();
-      for (const file of this.opts.files) await this.buildFile(file);
+      // a base tarball imported for the first time is unpacked by the same decompression
+      // that computes its diff id (the snapshot store takes it from there)
+      this.blobs = diffIdAwareBlobs(
+        this.layout,
+        this.diffIdDir(),
+        (digest, diffId) => {
+          this.diffIdCache.set(digest, diffId);
+        },
+        this.snapshots,
+      );
+      try {
+        for (const file of this.opts.files) await this.buildFile(file);
+      } finally {
+        await this.snapshots.dropStaged();
+      }
       return { built: this.built };
     } finally {
       for (const l of locks) l.release();

@@ -10,6 +10,7 @@ import {
   UserError,
 } from '@stacker/plugin-api';
 import { chainIds } from './chain.js';
+import type { LayerStager } from './diffid.js';
 
 /** A short random suffix for throwaway snapshot keys. */
 export function shortId(): string {
@@ -40,8 +41,10 @@ export async function openLayerTar(layout: OciLayout, layer: Descriptor): Promis
  * named by its chain id, so images that share lower layers share snapshots. Work on one
  * name is serialised (two stanzas on one base unpack it once).
  */
-export class SnapshotStore {
+export class SnapshotStore implements LayerStager {
   private locks = new Map<string, Promise<void>>();
+  /** Snapshots unpacked while a base tarball's diff id was computed, by diff id. */
+  private staged = new Map<string, string>();
 
   constructor(
     private readonly driver: StorageDriver,
@@ -68,6 +71,37 @@ export class SnapshotStore {
     }
   }
 
+  async has(diffId: string): Promise<boolean> {
+    return this.driver.exists(chainIds([diffId])[0]);
+  }
+
+  async stage(tar: Readable): Promise<string> {
+    const key = `extract-${shortId()}`;
+    await this.driver.prepare(key, undefined);
+    try {
+      await this.driver.unpackLayer(key, tar);
+    } catch (e) {
+      await this.driver.remove(key).catch(() => {});
+      throw e;
+    }
+    return key;
+  }
+
+  async offer(diffId: string, key: string): Promise<void> {
+    if (this.staged.has(diffId)) await this.drop(key);
+    else this.staged.set(diffId, key);
+  }
+
+  async drop(key: string): Promise<void> {
+    await this.driver.remove(key);
+  }
+
+  /** Remove staged snapshots no image took (a build that failed before needing them). */
+  async dropStaged(): Promise<void> {
+    for (const key of this.staged.values()) await this.drop(key).catch(() => {});
+    this.staged.clear();
+  }
+
   /** Make sure every layer of `image` is a committed snapshot; returns the top one's name
    * (undefined for an image without layers). */
   async ensure(image: BaseImage): Promise<string | undefined> {
@@ -85,7 +119,22 @@ export class SnapshotStore {
       const layer = image.manifest.layers[i];
       const parentName = parent;
       await this.withLock(name, async () => {
-        if (await this.driver.exists(name)) return;
+        // a first layer already unpacked while its diff id was computed
+        const staged = i === 0 ? this.staged.get(diffIds[0]) : undefined;
+        if (staged) this.staged.delete(diffIds[0]);
+        if (await this.driver.exists(name)) {
+          if (staged) await this.drop(staged).catch(() => {});
+          return;
+        }
+        if (staged) {
+          try {
+            await this.driver.commit(name, staged);
+          } catch (e) {
+            await this.driver.remove(staged).catch(() => {});
+            throw e;
+          }
+          return;
+        }
         const key = `extract-${shortId()}`;
         await this.driver.prepare(key, parentName);
         try {

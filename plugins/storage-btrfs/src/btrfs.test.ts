@@ -229,6 +229,13 @@ describe.runIf(isRoot)('btrfs driver on a loop-mounted btrfs', () => {
 
     const k = await driver.prepare('k', 'base');
     expect(await driver.isMounted('k')).toBe(true);
+    const options = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.split(' ')[4] === k)
+      ?.split(' ')
+      .pop();
+    expect(options?.split(',')).toContain('userxattr');
+    expect(options).toMatch(/(^|,)(fsync=)?volatile(,|$)/); // no syncfs at unmount
     expect(await changes(driver, 'k')).toEqual([]);
     await readFile(join(k, 'big/deeper/still/file')); // reading changes nothing
     await rm(join(k, 'dir2file'), { recursive: true });

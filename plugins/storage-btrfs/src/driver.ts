@@ -16,7 +16,14 @@ import {
 // the id scheme is shared by the directory-based drivers; re-exported for tests and tools
 export { ID_LENGTH, snapshotId };
 
-import { dropUnchangedCopyUps, mountPoints, removeTree, unmount, walkUpper } from '@stacker/storage-overlay';
+import {
+  dropUnchangedCopyUps,
+  mountPoints,
+  OVERLAY_FLAGS,
+  removeTree,
+  unmount,
+  walkUpper,
+} from '@stacker/storage-overlay';
 import type { Options } from 'execa';
 import { applyUpper } from './apply-upper.js';
 import { createSubvolume, deleteSubvolume, setReadOnly, snapshotSubvolume } from './btrfs.js';
@@ -148,7 +155,7 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
 
   /** Mount the overlay of active `key`: the parent's tree below, the snapshot's upper dir on top. */
   private async mount(key: string, parent: string): Promise<void> {
-    const options = `lowerdir=../../snapshots/${snapshotId(parent)}/sv/fs,upperdir=sv/upper,workdir=sv/work,userxattr`;
+    const options = `lowerdir=../../snapshots/${snapshotId(parent)}/sv/fs,upperdir=sv/upper,workdir=sv/work,${OVERLAY_FLAGS}`;
     const r = await execa('mount', ['-t', 'overlay', 'overlay', '-o', options, 'mnt'], {
       cwd: this.activePath(key),
       reject: false,

@@ -1,7 +1,7 @@
 import type { StorageModule } from '@stacker/plugin-api';
 import { overlayFactory } from './factory.js';
 
-export { MAX_CHAIN, OverlayDriver, snapshotId } from './driver.js';
+export { MAX_CHAIN, OVERLAY_FLAGS, OverlayDriver, snapshotId } from './driver.js';
 export * from './errors.js';
 export { checkOverlay, overlayFactory } from './factory.js';
 export { isMountPoint, mountPoints, unmount } from './mounts.js';

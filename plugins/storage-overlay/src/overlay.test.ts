@@ -184,6 +184,7 @@ const EXPECTED: Scenario = {
   extractGone: true,
   buildRootfs: true,
   buildMounted: true,
+  buildMountOptions: ['userxattr', 'volatile'],
   runcExit: 0,
   runcOutput: ['keep', 'more'],
   buildDiff: [

@@ -53,6 +53,16 @@ out.extractGone = driver.rootfs('extract-c1') === undefined;
 const rootfs = await driver.prepare('build', 'c1');
 out.buildRootfs = rootfs === driver.rootfs('build') && rootfs.endsWith('/rootfs');
 out.buildMounted = await driver.isMounted('build');
+// the super options of that mount (mountinfo's last field): no syncfs at unmount
+out.buildMountOptions = readFileSync('/proc/self/mountinfo', 'utf8')
+  .split('\n')
+  .find((l) => l.split(' ')[4] === rootfs)
+  ?.split(' ')
+  .pop()
+  .split(',')
+  .map((o) => (o === 'fsync=volatile' ? 'volatile' : o)) // how kernels since 6.x show it
+  .filter((o) => o === 'userxattr' || o === 'volatile')
+  .sort();
 await appendFile(join(rootfs, 'a/keep'), 'more\n');
 await rm(join(rootfs, 'a/gone'));
 await mkdir(join(rootfs, 'new'));
