@@ -195,4 +195,29 @@ c3:
     const left = existsSync(active) ? tool('ls', ['-A', active]).trim() : '';
     expect(left).toBe('');
   });
+
+  it('clean deletes every subvolume (read-only snapshots too), the layout and the stacker dir', () => {
+    const subvolumes = () =>
+      tool('btrfs', ['subvolume', 'list', roots])
+        .split('\n')
+        .filter((l) => l.trim());
+    expect(subvolumes().length).toBeGreaterThan(3); // base, boot, web, the chain...
+    const r = ok(
+      stacker(['--storage-type', 'btrfs', '--roots-dir', roots, 'clean'], { cwd: onBtrfs }),
+      'clean',
+    );
+    expect(r.code).toBe(0);
+    expect(subvolumes()).toEqual([]);
+    expect(existsSync(join(onBtrfs, 'oci'))).toBe(false);
+    expect(existsSync(join(onBtrfs, '.stacker', 'cache.json'))).toBe(false);
+    // the mount `stacker setup` made stays, empty, ready for the next build
+    expect(tool('findmnt', ['-n', '-o', 'FSTYPE', roots]).trim()).toBe('btrfs');
+    ok(
+      stacker(['--storage-type', 'btrfs', '--roots-dir', roots, 'build'], { cwd: onBtrfs, env: EPOCH }),
+      'build after clean',
+    );
+    const seedTags = (layout: string) =>
+      Object.fromEntries(Object.entries(tags(layout)).filter(([t]) => ['boot', 'centos', 'web'].includes(t)));
+    expect(tags(join(onBtrfs, 'oci'))).toEqual(seedTags(join(onOverlay, 'oci')));
+  });
 });

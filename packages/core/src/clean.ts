@@ -77,7 +77,7 @@ async function unmountBelow(dir: string, log: Logger): Promise<void> {
     .split('\n')
     .map((l) => l.split(' ')[4])
     .filter((p): p is string => Boolean(p))
-    .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))))
+    .map(unescapeMountinfo)
     .filter((p) => p === real || p.startsWith(real + sep))
     .sort((a, b) => b.length - a.length);
   for (const p of points) {
@@ -114,7 +114,23 @@ async function removeCarefully(path: string): Promise<void> {
   if (st.ino === SUBVOLUME_ROOT_INO && (await isBtrfs(path)) && (await deleteSubvolume(path))) return;
   await fsp.chmod(path, (st.mode & 0o7777) | 0o700).catch(() => {});
   for (const name of await fsp.readdir(path)) await removeCarefully(join(path, name));
-  await fsp.rmdir(path);
+  try {
+    await fsp.rmdir(path);
+  } catch (e) {
+    // a mount point we did not make (the btrfs `stacker setup --btrfs` mounts on the roots
+    // dir): emptied, it stays for the next build
+    if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || !(await isMountPoint(path))) throw e;
+  }
+}
+
+async function isMountPoint(path: string): Promise<boolean> {
+  const real = await fsp.realpath(path).catch(() => path);
+  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  return text.split('\n').some((l) => unescapeMountinfo(l.split(' ')[4] ?? '') === real);
+}
+
+function unescapeMountinfo(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 
 async function isBtrfs(path: string): Promise<boolean> {

@@ -60,7 +60,7 @@ function tarball(): string {
   return out;
 }
 
-async function put(stager: LayerStager | undefined, file: string) {
+async function put(stager: LayerStager | undefined) {
   const layout = await OciLayout.init(join(dir, 'oci'));
   const found: Promise<string>[] = [];
   const blobs = diffIdAwareBlobs(layout, join(dir, 'diffids'), (_d, id) => found.push(id), stager);
@@ -74,7 +74,7 @@ describe('a gzip base tarball put into the layout', () => {
     expect(tarBytes.length % 10240).toBe(0); // GNU tar's records: zeros after the end blocks
     const expected = `sha256:${createHash('sha256').update(tarBytes).digest('hex')}`;
     const { stager, calls } = dirStager();
-    const { blobs, found } = await put(stager, file);
+    const { blobs, found } = await put(stager);
     const [a, b] = await Promise.all([
       blobs.putFile(file, MEDIA_TYPES.layerGzip),
       blobs.putFile(file, MEDIA_TYPES.layerGzip),
@@ -100,7 +100,7 @@ describe('a gzip base tarball put into the layout', () => {
       .digest('hex')}`;
     await rememberDiffId(join(dir, 'diffids'), digest, diffId);
     const { stager, calls } = dirStager(new Set([diffId]));
-    const { blobs, found } = await put(stager, file);
+    const { blobs, found } = await put(stager);
     await blobs.putFile(file, MEDIA_TYPES.layerGzip);
     expect(await found[0]).toBe(diffId);
     expect(calls.staged).toEqual([]);
@@ -112,7 +112,7 @@ describe('a gzip base tarball put into the layout', () => {
     const bad = join(dir, 'bad.tar.gz');
     writeFileSync(bad, Buffer.concat([bytes.subarray(0, bytes.length >> 1), Buffer.alloc(64, 0x55)]));
     const { stager, calls } = dirStager();
-    const { blobs, found } = await put(stager, bad);
+    const { blobs, found } = await put(stager);
     await blobs.putFile(bad, MEDIA_TYPES.layerGzip);
     await expect(found[0]).rejects.toThrow();
     expect(calls.offered).toEqual([]);
@@ -129,7 +129,7 @@ describe('a gzip base tarball put into the layout', () => {
     execFileSync('tar', ['-czf', file, '-P', '--transform', `s,^x$,../${escaped},`, '-C', src, 'x']);
     expect(execFileSync('tar', ['-tzf', file, '-P'], { encoding: 'utf8' })).toBe(`../${escaped}\n`);
     const { stager, calls } = dirStager();
-    const { blobs, found } = await put(stager, file);
+    const { blobs, found } = await put(stager);
     await blobs.putFile(file, MEDIA_TYPES.layerGzip);
     await expect(found[0]).rejects.toMatchObject({ code: 'OCI_UNSAFE_PATH' });
     expect(calls.offered).toEqual([]);
