@@ -18,11 +18,6 @@ mkdir -p build/fixtures
 [ -s build/fixtures/busybox.tar.gz ] || bash tools/make-busybox-rootfs.sh build/fixtures/busybox.tar.gz >/dev/null
 bash tools/make-debian-rootfs.sh build/fixtures/debian-minbase.tar.gz >/dev/null
 view=$(repo_view_for "$user" "$repo")
+# the state stays for a look; the next run sets it aside and deletes it after measuring
 work=/var/tmp/stacker-bench
-cleanup() {
-  [ -d "$work" ] || return 0
-  runuser -u "$user" -- unshare --user --map-auto --map-root-user rm -rf "$work" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 BENCH_REPO_VIEW=$view STACKER_TEST_USER=$user node tools/bench/suite.mjs --work "$work" "$@"

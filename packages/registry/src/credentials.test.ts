@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -103,5 +103,104 @@ describe('parseChallenges', () => {
       { scheme: 'basic', params: { realm: 'Registry Realm' } },
       { scheme: 'bearer', params: { realm: 'x' } },
     ]);
+  });
+});
+
+describe('docker credential helpers', () => {
+  // A fake helper speaking docker's protocol: the server on stdin, JSON on stdout; it logs
+  // what it was asked, knows two servers, and fails loudly for a third.
+  const dir = mkdtempSync(join(tmpdir(), 'creds-helpers-'));
+  const asked = join(dir, 'asked');
+  const helper = (name: string, body: string) => {
+    const p = join(dir, `docker-credential-${name}`);
+    writeFileSync(p, `#!/bin/sh\nread server\necho "${name} $1 $server" >> ${asked}\n${body}\n`);
+    chmodSync(p, 0o755);
+  };
+  helper(
+    'fake',
+    `case "$server" in
+  reg.example:5000) echo '{"ServerURL":"reg.example:5000","Username":"helped","Secret":"h-pw"}' ;;
+  https://index.docker.io/v1/) echo '{"Username":"hub","Secret":"hub-pw"}' ;;
+  broken.example) echo 'keychain locked' >&2; exit 2 ;;
+  *) echo 'credentials not found in native keychain'; exit 1 ;;
+esac`,
+  );
+  helper('store', `echo '{"Username":"stored","Secret":"st-pw"}'`);
+  const env = { PATH: `${dir}:/usr/bin:/bin` };
+  const config = (name: string, v: unknown) => {
+    const p = join(dir, name);
+    writeFileSync(p, JSON.stringify(v));
+    return p;
+  };
+  const helpers = config('helpers.json', {
+    credHelpers: {
+      'reg.example:5000': 'fake',
+      'docker.io': 'fake',
+      'broken.example': 'fake',
+      'gone.example': 'nope',
+    },
+    auths: { 'other.example': { auth: b64('plain:pw') }, 'reg.example:5000': { auth: b64('stale:pw') } },
+  });
+
+  it('asks the helper named for the registry, before the stored entries', () => {
+    const l = findCredentials('reg.example:5000', 'team/app', { files: [helpers], env });
+    expect(l.credentials).toEqual({
+      username: 'helped',
+      password: 'h-pw',
+      source: `${helpers} (docker-credential-fake)`,
+    });
+    expect(readFileSync(asked, 'utf8')).toContain('fake get reg.example:5000\n');
+    // Docker Hub is asked for under its legacy server URL
+    expect(
+      findCredentials('docker.io', 'library/busybox', { files: [helpers], env }).credentials,
+    ).toMatchObject({
+      username: 'hub',
+      password: 'hub-pw',
+    });
+    expect(readFileSync(asked, 'utf8')).toContain('fake get https://index.docker.io/v1/\n');
+    // a registry without a helper still reads auths
+    expect(findCredentials('other.example', 'x', { files: [helpers], env }).credentials?.username).toBe(
+      'plain',
+    );
+  });
+
+  it('a helper that has nothing, fails, or is not installed', () => {
+    const store = config('store.json', {
+      credsStore: 'fake',
+      auths: { 'x.example': { auth: b64('fallback:pw') } },
+    });
+    // "credentials not found": the file's stored entry is next
+    expect(findCredentials('x.example', 'r', { files: [store], env }).credentials?.username).toBe('fallback');
+    const broken = (() => {
+      try {
+        findCredentials('broken.example', 'r', { files: [helpers], env });
+      } catch (e) {
+        return e as Error & { code: string };
+      }
+      return undefined;
+    })();
+    expect(broken?.message).toBe(
+      `the credential helper docker-credential-fake (named in ${helpers}) failed for broken.example (exit 2: keychain locked); check it, or log in again`,
+    );
+    expect(() => findCredentials('gone.example', 'r', { files: [helpers], env })).toThrow(
+      `${helpers} names the credential helper docker-credential-nope for gone.example (credHelpers), but it is not installed (not on PATH); install it, or remove that entry`,
+    );
+    // a default store that is not installed is passed over
+    const noStore = config('nostore.json', {
+      credsStore: 'desktop',
+      auths: { 'x.example': { auth: b64('f2:pw') } },
+    });
+    expect(findCredentials('x.example', 'r', { files: [noStore], env }).credentials?.username).toBe('f2');
+  });
+
+  it('the default store answers for every registry without its own helper', () => {
+    const store = config('store2.json', { credsStore: 'store', credHelpers: { 'reg.example:5000': 'fake' } });
+    expect(findCredentials('any.example', 'r', { files: [store], env }).credentials).toMatchObject({
+      username: 'stored',
+      source: `${store} (docker-credential-store)`,
+    });
+    expect(findCredentials('reg.example:5000', 'r', { files: [store], env }).credentials?.username).toBe(
+      'helped',
+    );
   });
 });

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -64,10 +65,64 @@ function decodeEntry(
   return undefined;
 }
 
+/** The server name docker hands its credential helpers: Docker Hub's legacy URL, else host[:port]. */
+function helperServer(registry: string): string {
+  return registry === DOCKER_HUB ? 'https://index.docker.io/v1/' : registry;
+}
+
+/**
+ * Ask `docker-credential-<helper> get` (docker's credential helper protocol: the server on
+ * stdin, `{"Username": ..., "Secret": ...}` on stdout) for `registry`. Undefined when the
+ * helper has none; `missing` when the helper is not installed.
+ */
+function fromHelper(
+  helper: string,
+  registry: string,
+  file: string,
+  env: NodeJS.ProcessEnv,
+): { username: string; password: string } | undefined | 'missing' {
+  const bin = `docker-credential-${helper}`;
+  let out: string;
+  try {
+    out = execFileSync(bin, ['get'], {
+      input: helperServer(registry),
+      encoding: 'utf8',
+      env,
+      timeout: 60_000,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { status?: number | null; stdout?: string; stderr?: string };
+    if (err.code === 'ENOENT') return 'missing';
+    const text = `${err.stdout ?? ''}\n${err.stderr ?? ''}`.trim();
+    if (/credentials not found/i.test(text)) return undefined;
+    const how =
+      err.status !== undefined && err.status !== null ? `exit ${err.status}` : (err.code ?? 'failed');
+    throw credentialsError(
+      `the credential helper ${bin} (named in ${file}) failed for ${registry} (${how}${text ? `: ${text.split('\n')[0]}` : ''}); check it, or log in again`,
+    );
+  }
+  let v: { Username?: unknown; Secret?: unknown };
+  try {
+    v = JSON.parse(out);
+  } catch {
+    throw credentialsError(
+      `the credential helper ${bin} (named in ${file}) answered for ${registry} with something that is not JSON`,
+    );
+  }
+  if (typeof v?.Secret !== 'string' || v.Secret === '') return undefined;
+  // `<token>` is docker's marker for an identity token, which token servers take as a password too
+  return { username: typeof v.Username === 'string' ? v.Username : '', password: v.Secret };
+}
+
 /**
  * Credentials for `registry` (host[:port] as written, docker.io for Docker Hub) and
- * `repository`: explicit ones win; else the first file that has an entry, where an entry
- * for `registry/namespace` (containers' per-repository form) beats one for the registry.
+ * `repository`: explicit ones win; else the first file that has some, where in each file a
+ * credential helper named for the registry (`credHelpers`) comes first, then the default
+ * helper (`credsStore`), then the stored entries (`auths`), among which one for
+ * `registry/namespace` (containers' per-repository form) beats one for the registry.
+ * A helper named for this registry that is not installed is an error; a missing default
+ * helper is passed over (an anonymous pull must not fail for it).
  */
 export function findCredentials(
   registry: string,
@@ -83,6 +138,7 @@ export function findCredentials(
       searched: [],
     };
   }
+  const env = opts.env ?? process.env;
   const files = opts.files ?? credentialFiles(opts.env);
   const searched: string[] = [];
   const wanted = `${registry}/${repository}`;
@@ -94,11 +150,36 @@ export function findCredentials(
       continue;
     }
     searched.push(file);
-    let parsed: { auths?: Record<string, unknown> };
+    let parsed: {
+      auths?: Record<string, unknown>;
+      credHelpers?: Record<string, unknown>;
+      credsStore?: unknown;
+    };
     try {
       parsed = JSON.parse(text);
     } catch (e) {
       throw credentialsError(`${file} is not valid JSON (${(e as Error).message}); fix or remove it`);
+    }
+    const helpers = parsed?.credHelpers && typeof parsed.credHelpers === 'object' ? parsed.credHelpers : {};
+    const named = Object.entries(helpers).find(
+      ([k, v]) => normaliseKey(k) === registry && typeof v === 'string',
+    );
+    if (named) {
+      const helper = named[1] as string;
+      const c = fromHelper(helper, registry, file, env);
+      if (c === 'missing')
+        throw credentialsError(
+          `${file} names the credential helper docker-credential-${helper} for ${registry} (credHelpers), but it is not installed (not on PATH); install it, or remove that entry`,
+        );
+      if (c) return { credentials: { ...c, source: `${file} (docker-credential-${helper})` }, searched };
+    }
+    if (typeof parsed?.credsStore === 'string' && parsed.credsStore) {
+      const c = fromHelper(parsed.credsStore, registry, file, env);
+      if (c && c !== 'missing')
+        return {
+          credentials: { ...c, source: `${file} (docker-credential-${parsed.credsStore})` },
+          searched,
+        };
     }
     const auths = parsed?.auths;
     if (!auths || typeof auths !== 'object') continue;
