@@ -1,5 +1,5 @@
-import type { Stats } from 'node:fs';
-import { lstat, open, readlink } from 'node:fs/promises';
+import { closeSync, fstatSync, lstatSync, openSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants } from 'node:zlib';
@@ -83,7 +83,9 @@ async function* generateLayer(
 
     const path = cleanPath(entry.path);
     if (path === '') continue; // the root directory itself is not an entry
-    const st = await lstat(entry.source);
+    // metadata calls are synchronous: microseconds each, where a thread-pool trip per
+    // entry cost more than the call on layers of thousands of files
+    const st = lstatSync(entry.source);
     const base = {
       mode: st.mode & 0o7777,
       uid: st.uid,
@@ -112,7 +114,7 @@ async function* generateLayer(
         ...base,
         name: path,
         type: 'symlink',
-        linkname: await readlink(entry.source),
+        linkname: readlinkSync(entry.source),
         xattrs,
       });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
@@ -135,7 +137,16 @@ async function* generateLayer(
   yield END_OF_ARCHIVE;
 }
 
+/** Files up to this size are read with synchronous calls, in one read. */
+const SMALL_FILE = 256 << 10;
+
 async function* fileContent(source: string, size: number): AsyncGenerator<Buffer> {
+  if (size <= SMALL_FILE) {
+    yield smallFileContent(source, size);
+    const pad = paddingFor(size);
+    if (pad) yield Buffer.alloc(pad);
+    return;
+  }
   const fh = await open(source, 'r');
   try {
     let done = 0;
@@ -154,6 +165,29 @@ async function* fileContent(source: string, size: number): AsyncGenerator<Buffer
   }
   const pad = paddingFor(size);
   if (pad) yield Buffer.alloc(pad);
+}
+
+/**
+ * A small file's content in one buffer: open, one read (and a probe for growth), close,
+ * without a thread-pool trip for each (page-cache reads of a few KiB take microseconds).
+ */
+function smallFileContent(source: string, size: number): Buffer {
+  const fd = openSync(source, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(size + 1);
+    let done = 0;
+    while (done < size) {
+      const n = readSync(fd, buf, done, size + 1 - done, done);
+      if (n === 0) throw fileChanged(source);
+      done += n;
+    }
+    // one byte more than lstat said, or a shorter file: it changed while being read
+    if (done > size || readSync(fd, buf, size, 1, size) !== 0 || fstatSync(fd).size !== size)
+      throw fileChanged(source);
+    return buf.subarray(0, size);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Linux's dev_t encoding (glibc's major()/minor()). */

@@ -1,4 +1,4 @@
-import { getAttribute, listAttributes } from '@napi-rs/xattr';
+import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 
 // Which extended attributes go into a layer, and in which form.
 
@@ -27,11 +27,15 @@ export function capabilityToV2(value: Buffer): Buffer {
   return out;
 }
 
-/** The xattrs of `path` (not following a symlink) as they go into a layer. */
+/**
+ * The xattrs of `path` (not following a symlink) as they go into a layer. Synchronous
+ * syscalls: listxattr takes microseconds, and a trip through the thread pool for each entry
+ * of a big layer cost more than the call (and kept a promise per file alive).
+ */
 export async function readLayerXattrs(path: string): Promise<Map<string, Buffer> | undefined> {
   let names: string[];
   try {
-    names = await listAttributes(path);
+    names = listAttributesSync(path);
   } catch (e) {
     if (isUnsupported(e)) return undefined;
     throw e;
@@ -40,7 +44,7 @@ export async function readLayerXattrs(path: string): Promise<Map<string, Buffer>
   for (const name of names.filter(isLayerXattr).sort()) {
     let value: Buffer | null;
     try {
-      value = await getAttribute(path, name);
+      value = getAttributeSync(path, name);
     } catch (e) {
       if (isUnsupported(e) || isNoData(e)) continue;
       throw e;
