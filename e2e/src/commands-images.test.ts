@@ -47,6 +47,14 @@ child:
     rm -rf /d
     mkdir /d
     echo new > /d/new
+tools:
+  from:
+    type: built
+    tag: base
+  build_only: true
+  environment:
+    TOOL: yes
+  run: echo tool > /tool
 `;
 
 let dir: string;
@@ -212,6 +220,18 @@ describe('chroot', () => {
     });
     expect(s.code, s.output).toBe(3);
     expect(s.stdout).toBe('hi\n');
+  });
+
+  it('a build_only layer, which has no tag, can be chrooted into and grabbed from', () => {
+    const before = state();
+    expect(run(['inspect', 'tools']).code).toBe(1); // not an image of the layout
+    const r = run(['chroot', 'tools', '/bin/sh', '-c', 'echo TOOL=$TOOL; cat /tool /d/f']);
+    expect(r.code, r.output).toBe(0);
+    expect(r.stdout).toBe('TOOL=yes\ntool\nhi\n');
+    const g = run(['grab', 'tools:/tool']);
+    expect(g.code, g.output).toBe(0);
+    expect(readFileSync(join(dir, 'tool'), 'utf8')).toBe('tool\n');
+    expect(state()).toBe(before);
   });
 
   it('without a stacker file it chroots to the tag as best effort', () => {

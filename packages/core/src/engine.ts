@@ -37,6 +37,7 @@ import {
   writeRunScript,
 } from '@stacker/runtime';
 import type { Layer, StackerFile } from '@stacker/stackerfile';
+import { rememberBuildOnly } from './build-only.js';
 import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
 import { chainIds } from './chain.js';
 import { planBuild } from './dag.js';
@@ -517,6 +518,8 @@ export class Builder {
     const layers = newLayer ? [...base.manifest.layers, newLayer.descriptor] : [...base.manifest.layers];
     const manifest = buildManifest(cdesc, layers, annotations);
     const mdesc = await this.layout.putJson(manifest, MEDIA_TYPES.manifest);
+    // untagged, but chroot and grab can still find it
+    if (layer.buildOnly) await rememberBuildOnly(this.opts.settings.stackerDir, name, mdesc.digest);
     const image: BaseImage = {
       manifest,
       manifestDigest: mdesc.digest,

@@ -5,11 +5,14 @@ import {
   type BaseImage,
   type Cleaner,
   type DriverContext,
+  type ImageConfig,
+  type ImageManifest,
   type Logger,
   type StorageDriver,
   UserError,
   type Viewer,
 } from '@stacker/plugin-api';
+import { buildOnlyManifest } from './build-only.js';
 import type { BuildSettings } from './engine.js';
 import { DirLock } from './lock.js';
 import type { PluginRegistry } from './registry.js';
@@ -22,6 +25,7 @@ import { SnapshotStore, shortId } from './snapshots.js';
  */
 export class Workspace {
   private constructor(
+    private readonly stackerDir: string,
     readonly layout: OciLayout,
     readonly driver: StorageDriver & Partial<Cleaner & Viewer>,
     readonly snapshots: SnapshotStore,
@@ -49,20 +53,28 @@ export class Workspace {
         unpack: (tar, dir, o) => unpackLayer(tar, dir, o),
       };
       const driver = await factory.create(dctx);
-      return new Workspace(layout, driver, new SnapshotStore(driver, layout, log), locks);
+      return new Workspace(
+        settings.stackerDir,
+        layout,
+        driver,
+        new SnapshotStore(driver, layout, log),
+        locks,
+      );
     } catch (e) {
       for (const l of locks) l.release();
       throw e;
     }
   }
 
-  /** The image a tag of the layout names. */
+  /** The image a tag of the layout names, or else the last build of a build_only stanza. */
   async image(tag: string): Promise<BaseImage> {
     const tags = await this.layout.listTags();
     if (!tags.includes(tag)) {
+      const manifest = await buildOnlyManifest(this.stackerDir, tag);
+      if (manifest && (await this.layout.has(manifest))) return this.imageOf(manifest);
       throw new UserError(
         'no-tag',
-        `no image tagged ${tag} in ${this.layout.dir}${tags.length ? ` (it has: ${tags.join(', ')})` : ''}; build_only layers are not kept as images`,
+        `no image tagged ${tag} in ${this.layout.dir}${tags.length ? ` (it has: ${tags.join(', ')})` : ''}, and no build_only layer of that name was built with this stacker dir; build it first`,
       );
     }
     const img = await this.layout.readImage(tag);
@@ -73,6 +85,13 @@ export class Workspace {
       identity: img.manifestDigest,
       layers: img.manifest.layers,
     };
+  }
+
+  /** The image of manifest `digest` (an untagged one: a build_only stanza's). */
+  private async imageOf(digest: string): Promise<BaseImage> {
+    const manifest = await this.layout.readJson<ImageManifest>(digest);
+    const config = await this.layout.readJson<ImageConfig>(manifest.config.digest);
+    return { manifest, manifestDigest: digest, config, identity: digest, layers: manifest.layers };
   }
 
   /**
