@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
 import {
@@ -18,10 +18,11 @@ export { ID_LENGTH, snapshotId };
 
 import {
   dropUnchangedCopyUps,
-  mountPoints,
+  isMountPoint,
   OVERLAY_FLAGS,
   removeTree,
   unmount,
+  unmountBelow,
   walkUpper,
 } from '@stacker/storage-overlay';
 import type { Options } from 'execa';
@@ -263,10 +264,7 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
 
   /** Unmount and delete every active snapshot and half-made directory (a killed build's leftovers). */
   async cleanup(): Promise<void> {
-    const prefix = this.dir + sep;
-    const mounted = (await mountPoints()).filter((p) => p.startsWith(prefix));
-    mounted.sort((a, b) => b.length - a.length);
-    for (const p of mounted) await unmount(p);
+    const unmounted = await unmountBelow(this.dir);
     let removed = 0;
     for (const id of await readdir(this.activeDir).catch(() => [] as string[])) {
       await removeSnapshotDir(join(this.activeDir, id));
@@ -277,12 +275,12 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
       await removeSnapshotDir(join(this.snapshotsDir, id));
       removed++;
     }
-    this.ctx.log.debug({ unmounted: mounted.length, removed }, 'btrfs: cleaned up');
+    this.ctx.log.debug({ unmounted, removed }, 'btrfs: cleaned up');
   }
 
   /** Is the overlay of active snapshot `key` mounted now? (For tests and diagnostics.) */
   async isMounted(key: string): Promise<boolean> {
-    return (await mountPoints()).includes(join(this.activePath(key), 'mnt'));
+    return isMountPoint(join(this.activePath(key), 'mnt'));
   }
 }
 

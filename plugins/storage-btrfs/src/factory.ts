@@ -1,16 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { DriverContext, StorageDriverFactory } from '@stacker/plugin-api';
-import { unmount } from '@stacker/storage-overlay';
-import type { Options } from 'execa';
+import { probeOverlay, unmount } from '@stacker/storage-overlay';
 import { createSubvolume, deleteSubvolume, filesystemType, setReadOnly, snapshotSubvolume } from './btrfs.js';
 import { BtrfsDriver } from './driver.js';
 import { notBtrfs, overlayOnBtrfsUnusable, subvolumesUnusable } from './errors.js';
-
-/** execa, imported on first use. */
-const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
-  (await import('execa')).execa(file, args, options as O);
 
 /**
  * The roots dir must be on btrfs, and everything a build does with subvolumes must work
@@ -38,7 +33,17 @@ export async function checkBtrfs(ctx: DriverContext): Promise<void> {
     await snapshotSubvolume(a, b);
     // Mounting needs root of a user namespace (builds, and the check they run, are in one);
     // `stacker check` runs outside and tries rootless overlay on its own.
-    if (process.geteuid?.() === 0) overlayFailure = await tryOverlay(a, b, m);
+    if (process.geteuid?.() === 0) {
+      await mkdir(m);
+      await mkdir(join(b, 'upper'));
+      await mkdir(join(b, 'work'));
+      overlayFailure = await probeOverlay(base, {
+        lower: basename(a),
+        upper: `${basename(b)}/upper`,
+        work: `${basename(b)}/work`,
+        mnt: basename(m),
+      });
+    }
   } catch (e) {
     failure = (e as Error).message;
   }
@@ -53,31 +58,6 @@ export async function checkBtrfs(ctx: DriverContext): Promise<void> {
   }
   if (failure !== undefined) throw subvolumesUnusable(ctx.rootsDir, failure);
   if (overlayFailure !== undefined) throw overlayOnBtrfsUnusable(ctx.rootsDir, overlayFailure);
-}
-
-/** Mount an overlay of read-only subvolume `lower` with its upper dir in `writable`, delete
- * a lower file through it; undefined when that left a whiteout, else what went wrong. */
-async function tryOverlay(lower: string, writable: string, mnt: string): Promise<string | undefined> {
-  await mkdir(mnt);
-  await mkdir(join(writable, 'upper'));
-  await mkdir(join(writable, 'work'));
-  const r = await execa(
-    'mount',
-    [
-      '-t',
-      'overlay',
-      'overlay',
-      '-o',
-      `lowerdir=${lower},upperdir=${writable}/upper,workdir=${writable}/work,userxattr`,
-      mnt,
-    ],
-    { reject: false },
-  );
-  if (r.exitCode !== 0) return r.stderr.trim() || `mount exited ${r.exitCode}`;
-  await rm(join(mnt, 'f'));
-  const wh = await stat(join(writable, 'upper', 'f')).catch(() => undefined);
-  if (!wh?.isCharacterDevice() || wh.rdev !== 0) return 'deleting a lower file left no whiteout';
-  return undefined;
 }
 
 export const btrfsFactory: StorageDriverFactory = {

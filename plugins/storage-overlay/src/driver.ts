@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Change, Cleaner, DriverContext, StorageDriver, Viewer } from '@stacker/plugin-api';
 import {
@@ -23,7 +23,7 @@ const execa = async <O extends Options = Options>(file: string, args: readonly s
   (await import('execa')).execa(file, args, options as O);
 
 import { chainTooLong, snapshotInUse } from './errors.js';
-import { isMountPoint, mountPoints, unmount } from './mounts.js';
+import { isMountPoint, unmount, unmountBelow } from './mounts.js';
 import { removeTree } from './rmrf.js';
 import { dropUnchangedCopyUps, walkUpper } from './upper.js';
 
@@ -255,18 +255,14 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
   }
 
   async cleanup(): Promise<void> {
-    const prefix = this.dir + sep;
-    const mounted = (await mountPoints()).filter((p) => p.startsWith(prefix));
-    // Deepest first, so nothing is unmounted from under another mount.
-    mounted.sort((a, b) => b.length - a.length);
-    for (const p of mounted) await unmount(p);
+    const unmounted = await unmountBelow(this.dir);
     for (const id of await readdir(this.activeDir).catch(() => [] as string[])) {
       await removeTree(join(this.activeDir, id));
     }
     for (const id of await readdir(this.snapshotsDir).catch(() => [] as string[])) {
       if (id.includes('.tmp-')) await removeTree(join(this.snapshotsDir, id));
     }
-    this.ctx.log.debug({ unmounted: mounted.length }, 'overlay: cleaned up');
+    this.ctx.log.debug({ unmounted }, 'overlay: cleaned up');
   }
 
   /** Is the active snapshot `key` mounted now? (For tests and diagnostics.) */

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DriverContext, StorageDriverFactory } from '@stacker/plugin-api';
 import type { Options } from 'execa';
@@ -13,6 +13,39 @@ import { unmount } from './mounts.js';
 import { removeTree } from './rmrf.js';
 
 /**
+ * Mount an overlay (userxattr) at `mnt` with `lower`, `upper` and `work` (paths relative to
+ * `cwd`, so the option string holds no `,` or `:` of the caller's directories) and delete
+ * the lower file `f` through it, which must leave a 0/0 whiteout in the upper dir.
+ * Undefined when it did; else what went wrong. The caller unmounts `mnt`.
+ */
+export async function probeOverlay(
+  cwd: string,
+  dirs: { lower: string; upper: string; work: string; mnt: string },
+): Promise<string | undefined> {
+  const r = await execa(
+    'mount',
+    [
+      '-t',
+      'overlay',
+      'overlay',
+      '-o',
+      `lowerdir=${dirs.lower},upperdir=${dirs.upper},workdir=${dirs.work},userxattr`,
+      dirs.mnt,
+    ],
+    { cwd, reject: false },
+  );
+  if (r.exitCode !== 0) return r.stderr.trim() || `mount exited ${r.exitCode}`;
+  const removed = await rm(join(cwd, dirs.mnt, 'f')).then(
+    () => '',
+    (e: Error) => `: ${e.message}`,
+  );
+  const wh = await stat(join(cwd, dirs.upper, 'f')).catch(() => undefined);
+  if (removed || !wh?.isCharacterDevice() || wh.rdev !== 0)
+    return `deleting a lower file left no whiteout${removed}`;
+  return undefined;
+}
+
+/**
  * Try a real overlay mount with userxattr in a scratch dir under the roots dir (the
  * filesystem builds will use) and delete a lower file through it, which must leave a
  * whiteout in the upper dir.
@@ -22,30 +55,13 @@ export async function checkOverlay(ctx: DriverContext): Promise<void> {
   const base = join(ctx.rootsDir, 'overlay');
   await mkdir(base, { recursive: true });
   const dir = await mkdtemp(join(base, '.check-'));
-  const merged = join(dir, 'm');
   try {
     for (const d of ['l', 'u', 'w', 'm']) await mkdir(join(dir, d));
     await writeFile(join(dir, 'l', 'f'), 'x');
-    const r = await execa(
-      'mount',
-      ['-t', 'overlay', 'overlay', '-o', 'lowerdir=l,upperdir=u,workdir=w,userxattr', merged],
-      {
-        cwd: dir,
-        reject: false,
-      },
-    );
-    if (r.exitCode !== 0)
-      throw overlayUnavailable(ctx.rootsDir, r.stderr.trim() || `mount exited ${r.exitCode}`);
-    const rm = await execa('rm', [join(merged, 'f')], { reject: false });
-    const wh = await execa('test', ['-c', join(dir, 'u', 'f')], { reject: false });
-    if (rm.exitCode !== 0 || wh.exitCode !== 0) {
-      throw overlayUnavailable(
-        ctx.rootsDir,
-        `deleting a lower file left no whiteout${rm.stderr ? `: ${rm.stderr.trim()}` : ''}`,
-      );
-    }
+    const failure = await probeOverlay(dir, { lower: 'l', upper: 'u', work: 'w', mnt: 'm' });
+    if (failure !== undefined) throw overlayUnavailable(ctx.rootsDir, failure);
   } finally {
-    await unmount(merged).catch(() => undefined);
+    await unmount(join(dir, 'm')).catch(() => undefined);
     await removeTree(dir);
   }
 }

@@ -3,8 +3,8 @@ import { overlayFactory } from './factory.js';
 
 export { MAX_CHAIN, OVERLAY_FLAGS, OverlayDriver, snapshotId } from './driver.js';
 export * from './errors.js';
-export { checkOverlay, overlayFactory } from './factory.js';
-export { isMountPoint, mountPoints, unmount } from './mounts.js';
+export { checkOverlay, overlayFactory, probeOverlay } from './factory.js';
+export { isMountPoint, mountPoints, unmount, unmountBelow } from './mounts.js';
 export { removeTree } from './rmrf.js';
 export { dropUnchangedCopyUps, walkUpper } from './upper.js';
 

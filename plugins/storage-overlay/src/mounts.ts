@@ -34,3 +34,13 @@ export async function unmount(path: string): Promise<void> {
     }
   }
 }
+
+/** Unmount every mount point below `dir` (what a killed build left), deepest first; how many. */
+export async function unmountBelow(dir: string): Promise<number> {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  const mounted = (await mountPoints()).filter((p) => p.startsWith(prefix));
+  // deepest first, so nothing is unmounted from under another mount
+  mounted.sort((a, b) => b.length - a.length);
+  for (const p of mounted) await unmount(p);
+  return mounted.length;
+}
