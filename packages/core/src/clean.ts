@@ -72,12 +72,7 @@ export async function cleanWorkspace(opts: CleanOptions): Promise<void> {
 /** Unmount every mount point at or below `dir`, deepest first (lazily when busy). */
 async function unmountBelow(dir: string, log: Logger): Promise<void> {
   const real = await fsp.realpath(dir).catch(() => dir);
-  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const points = text
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p): p is string => Boolean(p))
-    .map(unescapeMountinfo)
+  const points = (await mountPoints())
     .filter((p) => p === real || p.startsWith(real + sep))
     .sort((a, b) => b.length - a.length);
   for (const p of points) {
@@ -125,12 +120,17 @@ async function removeCarefully(path: string): Promise<void> {
 
 async function isMountPoint(path: string): Promise<boolean> {
   const real = await fsp.realpath(path).catch(() => path);
-  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  return text.split('\n').some((l) => unescapeMountinfo(l.split(' ')[4] ?? '') === real);
+  return (await mountPoints()).includes(real);
 }
 
-function unescapeMountinfo(p: string): string {
-  return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+/** The mount points of /proc/self/mountinfo, octal escapes decoded. */
+async function mountPoints(): Promise<string[]> {
+  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p): p is string => Boolean(p))
+    .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))));
 }
 
 async function isBtrfs(path: string): Promise<boolean> {

@@ -162,6 +162,8 @@ export function diffIdAwareBlobs(
       if (stager) {
         const digest = await fileDigest(path);
         const known = await readDiffId(cacheDir, digest);
+        // no await from here until `inflight` has it: a second stanza on the same tarball
+        // must find this one's unpack, not start its own
         let p = inflight.get(digest);
         if (!p) {
           p =

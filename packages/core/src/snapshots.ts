@@ -75,9 +75,20 @@ export class SnapshotStore implements LayerStager {
     return this.driver.exists(chainIds([diffId])[0]);
   }
 
-  async stage(tar: Readable): Promise<string> {
+  stage(tar: Readable): Promise<string> {
+    return this.unpackNew(tar, undefined);
+  }
+
+  /** A new active snapshot on `parent` with the layer `tar` unpacked in it (none is left
+   * behind when that fails); its key. */
+  private async unpackNew(tar: Readable, parent: string | undefined): Promise<string> {
     const key = `extract-${shortId()}`;
-    await this.driver.prepare(key, undefined);
+    try {
+      await this.driver.prepare(key, parent);
+    } catch (e) {
+      tar.destroy();
+      throw e;
+    }
     try {
       await this.driver.unpackLayer(key, tar);
     } catch (e) {
@@ -126,20 +137,9 @@ export class SnapshotStore implements LayerStager {
           if (staged) await this.drop(staged).catch(() => {});
           return;
         }
-        if (staged) {
-          try {
-            await this.driver.commit(name, staged);
-          } catch (e) {
-            await this.driver.remove(staged).catch(() => {});
-            throw e;
-          }
-          return;
-        }
-        const key = `extract-${shortId()}`;
-        await this.driver.prepare(key, parentName);
+        if (!staged) this.log.debug(`unpacking layer ${layer.digest}`);
+        const key = staged ?? (await this.unpackNew(await openLayerTar(this.layout, layer), parentName));
         try {
-          this.log.debug(`unpacking layer ${layer.digest}`);
-          await this.driver.unpackLayer(key, await openLayerTar(this.layout, layer));
           await this.driver.commit(name, key);
         } catch (e) {
           await this.driver.remove(key).catch(() => {});
