@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set everything up, then build examples/seed as an
 # ordinary user (no root, default overlay storage) into ./oci, and show what was built.
-#   sudo bash tools/run-example.sh            (builds as $STACKER_USER, default stacker-test)
+#   bash tools/run-example.sh                 (builds as $STACKER_USER, default stacker-test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
