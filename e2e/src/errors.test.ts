@@ -144,6 +144,28 @@ describe('dependency errors', () => {
   });
 });
 
+describe('source types and from: keys', () => {
+  it('a bad from: key or an unknown type in a later stanza stops the build before the first is built', () => {
+    const first = 'first:\n  from:\n    type: tar\n    url: ./base.tar.gz\n  run: touch /x\n';
+    write(join(dir, 'latekey.yaml'), `${first}second:\n  from:\n    type: tar\n    urll: ./base.tar.gz\n`);
+    // (tar's schema: url is required)
+    const k = stacker(['build', '-f', 'latekey.yaml', '--oci-dir', 'oci-late'], { cwd: dir });
+    expect(k.code, k.output).toBe(1);
+    expect(k.output).toMatch(
+      new RegExp(`${escapeRegExp(join(dir, 'latekey.yaml'))}:8:\\d+: second: from\\.url`),
+    );
+    write(join(dir, 'latetype.yaml'), `${first}second:\n  from:\n    type: nosuch\n`);
+    const t = stacker(['build', '-f', 'latetype.yaml', '--oci-dir', 'oci-late'], { cwd: dir });
+    expect(t.code, t.output).toBe(1);
+    expect(t.output).toMatch(new RegExp(`${escapeRegExp(join(dir, 'latetype.yaml'))}:8:\\d+: .*nosuch`));
+    for (const r of [k, t]) {
+      expect(r.output).not.toContain('preparing image first');
+      expect(r.output).not.toContain('built successfully');
+      expect(stackTraceLines(r.output)).toEqual([]);
+    }
+  });
+});
+
 describe('SOURCE_DATE_EPOCH', () => {
   for (const value of ['abc', '12abc', '1.5']) {
     it(`SOURCE_DATE_EPOCH=${value} is refused before anything is built`, () => {

@@ -23,6 +23,7 @@ import {
   isUserError,
   type Logger,
   MEDIA_TYPES,
+  type Source,
   type SourceContext,
   type StorageDriver,
   UserError,
@@ -164,6 +165,7 @@ export class Builder {
   private gitVersions = new Map<string, Promise<string | undefined>>();
   private log: Logger;
   private cache!: BuildCache;
+  private sources = new Map<Layer, Promise<{ source: Source; from: unknown }>>();
 
   constructor(private opts: BuildOptions) {
     this.log = opts.log;
@@ -175,6 +177,8 @@ export class Builder {
     await fsp.mkdir(settings.rootsDir, { recursive: true });
     // every file's dependencies are checked before anything is built
     for (const file of this.opts.files) this.planFile(file, this.namesBefore(file));
+    // ... and every stanza's source type and `from:` keys
+    for (const file of this.opts.files) for (const l of file.layers) await this.checkedSource(file, l);
     const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
     try {
       this.layout = await openOrInitLayout(settings.ociDir);
@@ -411,11 +415,22 @@ export class Builder {
     return this.snapshots.ensure(image);
   }
 
-  private async buildStanza(file: StackerFile, layer: Layer): Promise<BuiltStanza> {
+  /**
+   * The source plugin for a stanza's `from.type`, and its `from:` checked by the plugin's
+   * schema; errors point at the stanza's keys. Done for every stanza of every file before
+   * anything is built, so a typo in the last stanza does not wait for the first to build.
+   */
+  private checkedSource(file: StackerFile, layer: Layer): Promise<{ source: Source; from: unknown }> {
+    let p = this.sources.get(layer);
+    if (!p) {
+      p = this.checkSource(file, layer);
+      this.sources.set(layer, p);
+    }
+    return p;
+  }
+
+  private async checkSource(file: StackerFile, layer: Layer): Promise<{ source: Source; from: unknown }> {
     const name = layer.name;
-    const log = this.log;
-    this.event(name, 'resolving');
-    log.info(`preparing image ${name}...`);
     const source = await this.opts.registry.source(layer.from.type).catch((e: unknown) => {
       // unknown type, plugin that fails to load: point at the stanza's `type:`
       if (!isUserError(e) || e.place.file) throw e;
@@ -423,7 +438,19 @@ export class Builder {
       const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
       throw new UserError(e.code, `${where}${name}: ${e.message}`, { ...place, stanza: name }, { cause: e });
     });
-    const parsed = source.schema.safeParse(layer.from);
+    let parsed: ReturnType<typeof source.schema.safeParse>;
+    try {
+      parsed = source.schema.safeParse(layer.from);
+    } catch (e) {
+      const place = file.placeOf(name, ['from', 'type']);
+      const where = place.file ? `${place.file}:${place.line}:${place.col}: ` : '';
+      throw new UserError(
+        'plugin',
+        `${where}${name}: the schema of the source plugin for type "${layer.from.type}" failed: ${e instanceof Error ? e.message : String(e)}`,
+        { ...place, stanza: name },
+        { cause: e },
+      );
+    }
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const keyPath = ['from', ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))];
@@ -443,8 +470,17 @@ export class Builder {
         stanza: name,
       });
     }
+    return { source, from: parsed.data };
+  }
+
+  private async buildStanza(file: StackerFile, layer: Layer): Promise<BuiltStanza> {
+    const name = layer.name;
+    const log = this.log;
+    this.event(name, 'resolving');
+    log.info(`preparing image ${name}...`);
+    const { source, from } = await this.checkedSource(file, layer);
     const ctx = this.sourceContext(file, layer);
-    const base = await source.resolve(parsed.data, ctx);
+    const base = await source.resolve(from, ctx);
 
     const sde = this.opts.settings.sourceDateEpoch;
     const key = cacheKey({
