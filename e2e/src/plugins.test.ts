@@ -156,7 +156,7 @@ describe('stacker plugins', () => {
     const r = stacker(['build'], { cwd: dir });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(
-      /stacker\.yaml:3:5: hello: unknown source type "debian": known source types are [a-z, ]*\btar\b[a-z, ]*; the plugin @stacker\/source-debian provides it \(stacker plugins install @stacker\/source-debian\)/,
+      /stacker\.yaml:3:5: hello: unknown source type "debian": known source types are [a-z, ]*\btar\b[a-z, ]*; the plugin @stacker\/source-debian provides it \(stacker plugins install @stacker\/source-debian, or from a stacker checkout: npm pack \.\/plugins\/source-debian, then stacker plugins install file:<the \.tgz it wrote>\)/,
     );
     expect(stackTraceLines(r.output)).toEqual([]);
   });

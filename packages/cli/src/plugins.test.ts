@@ -84,7 +84,7 @@ describe('OclifPluginRegistry', () => {
     const e = await userError(reg.source('debian'));
     expect(e.code).toBe('unknown-type');
     expect(e.message).toBe(
-      'unknown source type "debian": known source types are tar; the plugin @stacker/source-debian provides it (stacker plugins install @stacker/source-debian)',
+      'unknown source type "debian": known source types are tar; the plugin @stacker/source-debian provides it (stacker plugins install @stacker/source-debian, or from a stacker checkout: npm pack ./plugins/source-debian, then stacker plugins install file:<the .tgz it wrote>)',
     );
     const e2 = await userError(reg.source('nosuch'));
     expect(e2.message).toBe('unknown source type "nosuch": known source types are tar');
@@ -234,5 +234,52 @@ describe('OclifPluginRegistry', () => {
     expect((await userError(f.create({} as any))).message).toBe(
       'plugin @x/storage-zfs failed to open the storage driver "zfs": boom',
     );
+  });
+
+  it('checks the driver a storage factory makes, and names the plugin when one of its methods fails', async () => {
+    const st = plugin(
+      '@x/storage-odd',
+      { storage: ['half', 'odd'], module: './index.js' },
+      `const odd = {
+        name: 'odd',
+        async exists() { return false; },
+        prepare(key) { throw new Error('no space for ' + key); },
+        async unpackLayer() { throw new TypeError('bad tar'); },
+        async *diff(key) { yield { kind: 'add', path: 'a' }; throw new Error('upper dir vanished'); },
+        async commit() {},
+        async remove() {},
+        rootfs() { return '/r'; },
+        async view() { return '/v'; },
+      };
+      export const storage = [
+        { type: 'half', description: 'half a driver', async create() { return { name: 'half', exists() {} }; } },
+        { type: 'odd', description: 'odd', async create() { return odd; } },
+      ];`,
+    );
+    const reg = registry(st).reg;
+    const half = await reg.storage('half');
+    expect((await userError(half.create({} as any))).message).toBe(
+      'plugin @x/storage-odd does not follow the plugin contract: the storage driver "half" lacks prepare, unpackLayer, diff, commit, remove, rootfs',
+    );
+    const d = await (await reg.storage('odd')).create({} as any);
+    expect((await userError(d.prepare('k1', undefined))).message).toBe(
+      'plugin @x/storage-odd failed to prepare("k1") in the storage driver "odd": no space for k1',
+    );
+    expect((await userError(d.unpackLayer('k1', undefined as any))).message).toMatch(
+      /unpackLayer\("k1"\).*bad tar/,
+    );
+    const seen: unknown[] = [];
+    const diffing = (async () => {
+      for await (const c of d.diff('k2')) seen.push(c);
+    })();
+    expect((await userError(diffing)).message).toBe(
+      'plugin @x/storage-odd failed to diff("k2") in the storage driver "odd": upper dir vanished',
+    );
+    expect(seen).toEqual([{ kind: 'add', path: 'a' }]);
+    // what works is passed through, optional abilities stay visible
+    expect(d.rootfs('k1')).toBe('/r');
+    expect(await d.exists('x')).toBe(false);
+    expect('view' in d && (await (d as any).view('k', 'n'))).toBe('/v');
+    expect('cleanup' in d).toBe(false);
   });
 });

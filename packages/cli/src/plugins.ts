@@ -13,6 +13,7 @@ import {
   pluginModuleShape,
   type Source,
   type SourceContext,
+  type StorageDriver,
   type StorageDriverFactory,
   UserError,
 } from '@stacker/plugin-api';
@@ -161,8 +162,11 @@ export class OclifPluginRegistry implements PluginRegistry {
     const ps = map.get(type);
     if (!ps || ps.length === 0) {
       const known = [...map.keys()].sort();
-      const hint = WELL_KNOWN[type]
-        ? `; the plugin ${WELL_KNOWN[type]} provides it (stacker plugins install ${WELL_KNOWN[type]})`
+      const pkg = WELL_KNOWN[type];
+      // these plugins live in stacker's source tree (plugins/<dir>); they install from npm
+      // where they are published, and from a packed tarball anywhere
+      const hint = pkg
+        ? `; the plugin ${pkg} provides it (stacker plugins install ${pkg}, or from a stacker checkout: npm pack ./plugins/${pkg.replace(/^@stacker\//, '')}, then stacker plugins install file:<the .tgz it wrote>)`
         : '';
       throw new UserError(
         'unknown-type',
@@ -325,12 +329,67 @@ function guardStorage(f: StorageDriverFactory, plugin: string): StorageDriverFac
   guarded.create = (ctx) =>
     Promise.resolve()
       .then(() => f.create(ctx))
-      .catch(blame(plugin, `open the storage driver "${f.type}"`));
+      .catch(blame(plugin, `open the storage driver "${f.type}"`))
+      .then((d) => guardDriver(d, plugin, f.type));
   if (f.check) {
     guarded.check = (ctx) =>
       Promise.resolve()
         .then(() => f.check?.(ctx))
         .catch(blame(plugin, `check the storage driver "${f.type}"`));
   }
+  return guarded;
+}
+
+const DRIVER_METHODS = ['exists', 'prepare', 'unpackLayer', 'diff', 'commit', 'remove', 'rootfs'] as const;
+const DRIVER_ASYNC = ['exists', 'prepare', 'unpackLayer', 'commit', 'remove', 'cleanup', 'view'] as const;
+
+/**
+ * The driver a storage plugin's factory made, checked against the contract, with every
+ * method's failure (a throw, a rejected promise, an error in the middle of a diff) turned
+ * into an error naming the plugin and what it was asked to do.
+ */
+function guardDriver(d: unknown, plugin: string, type: string): StorageDriver {
+  const missing =
+    d === null || typeof d !== 'object'
+      ? ['the driver object']
+      : DRIVER_METHODS.filter((m) => typeof (d as Record<string, unknown>)[m] !== 'function');
+  if (missing.length > 0) {
+    throw new UserError(
+      'plugin-contract',
+      `plugin ${plugin} does not follow the plugin contract: the storage driver "${type}" lacks ${missing.join(', ')}`,
+    );
+  }
+  const driver = d as StorageDriver & Record<string, unknown>;
+  const guarded = Object.create(driver) as StorageDriver & Record<string, unknown>;
+  const doing = (method: string, args: unknown[]) =>
+    `${method}(${args
+      .filter((a) => typeof a === 'string')
+      .map((a) => JSON.stringify(a))
+      .join(', ')}) in the storage driver "${type}"`;
+  for (const m of DRIVER_ASYNC) {
+    const fn = driver[m];
+    if (typeof fn !== 'function') continue;
+    guarded[m] = (...args: unknown[]) =>
+      Promise.resolve()
+        .then(() => fn.apply(driver, args))
+        .catch(blame(plugin, doing(m, args)));
+  }
+  guarded.rootfs = (key: string) => {
+    try {
+      return driver.rootfs(key);
+    } catch (e) {
+      return blame(plugin, doing('rootfs', [key]))(e);
+    }
+  };
+  guarded.diff = (key: string) => {
+    const fail = blame(plugin, doing('diff', [key]));
+    return (async function* () {
+      try {
+        yield* driver.diff(key);
+      } catch (e) {
+        fail(e);
+      }
+    })();
+  };
   return guarded;
 }
