@@ -1,15 +1,17 @@
 // The packages as libraries: each packs with `npm pack` with its exports and types, and
-// @stacker/plugin-api, @stacker/oci and @stacker/stackerfile install from their tarballs
-// (workspace deps at 0.1.0 resolved from the local tarballs, third-party ones from the
-// registry) into a scratch project whose script runs the README examples; the OCI layout
-// it writes is read back with skopeo and umoci.
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// every one installs from its tarball (workspace deps at 0.1.0 resolved from the local
+// tarballs, third-party ones from the registry) into a scratch project, where each is
+// imported, each plugin's module exports the types its package.json declares, and the
+// ```js examples of every README run as written; the OCI layout a script writes is read
+// back with skopeo and umoci.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO } from './harness.js';
+import { BUSYBOX_TAR, IS_ROOT, REPO } from './harness.js';
 import { skopeo, umociLs } from './oci-tools.js';
+import { haveRegistry, type Running, startRegistry, stopRegistry } from './registry-server.js';
 
 interface PackResult {
   name: string;
@@ -17,7 +19,8 @@ interface PackResult {
   files: Array<{ path: string }>;
 }
 
-const LIBRARIES = ['@stacker/plugin-api', '@stacker/oci', '@stacker/stackerfile'];
+/** Every workspace package. */
+const LIBRARIES = workspaces().map((w) => w.name);
 
 let scratch: string;
 let packs: PackResult[];
@@ -229,4 +232,158 @@ export const kit = checkSource;
       encoding: 'utf8',
     });
   });
+});
+
+/** The line of a node failure that says what went wrong. */
+function errorLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  return lines.find((l) => /^\w*Error\b|^Error \[/.test(l)) ?? lines.slice(-3).join(' | ');
+}
+
+/** The ```js blocks of a README, in order. */
+function jsBlocks(readme: string): string[] {
+  const blocks: string[] = [];
+  const re = /^```js\n([\s\S]*?)^```/gm;
+  for (let m = re.exec(readme); m; m = re.exec(readme)) blocks.push(m[1]);
+  return blocks;
+}
+
+interface Example {
+  /** why this example is not run here (and where what it shows is tested instead) */
+  skip?: string;
+  args?: string[];
+  /** run in a private mount namespace (it mounts) */
+  mounts?: boolean;
+  code?: number;
+  out?: RegExp[];
+}
+
+describe('every package from its tarball', () => {
+  let registry: Running | undefined;
+  const examples: Record<string, Example[]> = {
+    '@stacker/core': [
+      { out: [/\[ 'centos', 'boot', 'web' \]/, /\[ \[ 'centos' \], \[ 'boot', 'web' \] \]/] },
+      { skip: 'a whole build needs a stacker.yaml, a base and a user namespace: e2e/src/build.test.ts' },
+    ],
+    '@stacker/oci': [{ args: ['rootfs', 'oci2'], out: [/problems: \[\]/] }, {}],
+    '@stacker/registry': [{ out: [/ is sha256:[0-9a-f]{64}; \d+ blobs downloaded/] }],
+    '@stacker/runtime': [{ code: 3, out: [/container: uid=0\b/] }],
+    '@stacker/plugin-api': [{ mounts: true, out: [/^ok /m] }, { out: [/./] }],
+    '@stacker/storage-overlay': [{ mounts: true, out: [/add new/, /delete sources\.list\.d/] }],
+    '@stacker/storage-btrfs': [
+      { skip: 'needs a btrfs mount: e2e/src/btrfs.test.ts runs it on a loop mount' },
+    ],
+    '@stacker/stackerfile': [{ out: [/LOG_LEVEL: 'debug'/, /unknown key "runn"/] }],
+    '@stacker/cli': [{ out: [/stackerDir: '\/tmp\/w\/\.stacker'/] }],
+    '@stacker/source-oci': [{ out: [/tag: 'v1:rc'/] }],
+    '@stacker/source-built': [{ out: [/\[ 'centos' \]/] }],
+  };
+
+  beforeAll(async () => {
+    if (!scratch) return;
+    const all = join(scratch, 'all');
+    mkdirSync(all, { recursive: true });
+    writeFileSync(
+      join(all, 'package.json'),
+      JSON.stringify({ name: 'scratch-all', version: '1.0.0', private: true, type: 'module' }),
+    );
+    npm(['install', ...packs.map((p) => join(scratch, 'packs', p.filename))], all);
+    // what the examples read
+    mkdirSync(join(all, 'rootfs/etc'), { recursive: true });
+    writeFileSync(join(all, 'rootfs/etc/motd'), 'hello\n');
+    copyFileSync(BUSYBOX_TAR, join(all, 'layer.tar.gz'));
+    copyFileSync(BUSYBOX_TAR, join(all, 'rootfs.tar.gz'));
+    cpSync(join(REPO, 'examples/seed'), join(all, 'examples/seed'), { recursive: true });
+    if (haveRegistry) registry = await startRegistry(join(scratch, 'registry'), 'open');
+  }, 300_000);
+
+  afterAll(async () => {
+    if (registry) await stopRegistry(registry);
+  });
+
+  it('imports every package; each plugin module exports the types its package.json declares', () => {
+    const problems: string[] = [];
+    for (const w of workspaces()) {
+      const decl = w.pjson.oclif?.stacker ?? {};
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const m = await import(${JSON.stringify(w.name)});
+console.log(JSON.stringify({ keys: Object.keys(m), sources: (m.sources ?? []).map((s) => s.type), storage: (m.storage ?? []).map((s) => s.type) }));`,
+        ],
+        { cwd: join(scratch, 'all'), encoding: 'utf8' },
+      );
+      if (r.status !== 0) {
+        problems.push(`${w.name}: import failed: ${errorLine(r.stderr)}`);
+        continue;
+      }
+      const got = JSON.parse(r.stdout);
+      if (got.keys.length === 0) problems.push(`${w.name}: exports nothing`);
+      for (const kind of ['sources', 'storage'] as const) {
+        const want = [...(decl[kind] ?? [])].sort();
+        if (JSON.stringify([...got[kind]].sort()) !== JSON.stringify(want)) {
+          problems.push(
+            `${w.name}: declares ${kind} ${JSON.stringify(want)} but exports ${JSON.stringify(got[kind])}`,
+          );
+        }
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it.runIf(IS_ROOT && haveRegistry)(
+    "runs every README's js examples as written",
+    () => {
+      const all = join(scratch, 'all');
+      // the registry example pulls what the oci example wrote, pushed with skopeo
+      const ran: string[] = [];
+      const problems: string[] = [];
+      for (const w of workspaces()) {
+        const blocks = jsBlocks(readFileSync(join(w.dir, 'README.md'), 'utf8'));
+        const want = examples[w.name] ?? [];
+        blocks.forEach((code, i) => {
+          const ex = want[i] ?? {};
+          if (ex.skip) return;
+          const file = join(all, `${w.name.replace(/\W+/g, '-')}-${i}.mjs`);
+          writeFileSync(file, code);
+          let args = ex.args ?? [];
+          if (w.name === '@stacker/registry') {
+            execFileSync('skopeo', [
+              'copy',
+              '--dest-tls-verify=false',
+              `oci:${join(all, 'oci2')}:example:latest`,
+              `docker://127.0.0.1:${registry!.port}/example:latest`,
+            ]);
+            args = [`docker://127.0.0.1:${registry!.port}/example:latest`, 'pulled', 'ex'];
+          }
+          const cmd = ex.mounts ? 'unshare' : process.execPath;
+          const argv = ex.mounts ? ['--mount', '--fork', process.execPath, file, ...args] : [file, ...args];
+          const r = spawnSync(cmd, argv, { cwd: all, encoding: 'utf8', timeout: 120_000 });
+          ran.push(`${w.name}#${i}`);
+          const out = `${r.stdout}${r.stderr}`;
+          if (r.status !== (ex.code ?? 0)) {
+            problems.push(
+              `${w.name} example ${i + 1}: exit ${r.status}: ${errorLine(out)}`,
+            );
+            return;
+          }
+          for (const re of ex.out ?? [])
+            if (!re.test(out)) problems.push(`${w.name} example ${i + 1}: no ${re} in ${out}`);
+        });
+      }
+      expect(problems).toEqual([]);
+      // every README with examples had them run or said why not
+      for (const w of workspaces()) {
+        const n = jsBlocks(readFileSync(join(w.dir, 'README.md'), 'utf8')).length;
+        for (let i = 0; i < n; i++) {
+          const ex = examples[w.name]?.[i];
+          expect(ex?.skip !== undefined || ran.includes(`${w.name}#${i}`), `${w.name}#${i}`).toBe(true);
+        }
+      }
+      expect(ran.length).toBeGreaterThanOrEqual(12);
+    },
+    300_000,
+  );
 });
