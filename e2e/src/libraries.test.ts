@@ -364,9 +364,7 @@ console.log(JSON.stringify({ keys: Object.keys(m), sources: (m.sources ?? []).ma
           ran.push(`${w.name}#${i}`);
           const out = `${r.stdout}${r.stderr}`;
           if (r.status !== (ex.code ?? 0)) {
-            problems.push(
-              `${w.name} example ${i + 1}: exit ${r.status}: ${errorLine(out)}`,
-            );
+            problems.push(`${w.name} example ${i + 1}: exit ${r.status}: ${errorLine(out)}`);
             return;
           }
           for (const re of ex.out ?? [])
