@@ -91,9 +91,16 @@ COPY app /srv/app
 COPY --chown=1000:1000 conf.txt ./conf/
 COPY --from=build /out.txt /srv/
 RUN echo "$GREETING" > greeting.txt
+RUN echo 'svc:x:1500:1500::/nonexistent:/sbin/nologin' >> /etc/passwd && echo 'svc:x:1500:' >> /etc/group && \\
+    mkdir -m 1777 /srv/own
+USER svc
+RUN id -u > /srv/own/svc.txt; id -g >> /srv/own/svc.txt
+USER root
+ADD app/hello.txt /srv/added.txt
 VOLUME ["/data"]
 EXPOSE 80
-CMD ["cat", "/srv/greeting.txt"]
+ENTRYPOINT ["/bin/cat"]
+CMD ["/srv/greeting.txt"]
 `;
   let cdir: string;
   beforeAll(() => {
@@ -119,7 +126,7 @@ CMD ["cat", "/srv/greeting.txt"]
       { cwd: cdir },
     );
     expect(c.code, c.output).toBe(0);
-    expect(c.output).toContain('Dockerfile:15: EXPOSE 80: ignored');
+    expect(c.output).toContain('Dockerfile:21: EXPOSE 80: ignored');
     const subs = readFileSync(join(cdir, 'stacker-subs.yaml'), 'utf8');
     expect(subs).toContain('BASE_URL: docker://debian:12');
     expect(subs).toContain('BUILD_BASE_URL: docker://alpine:3.19');
@@ -140,7 +147,9 @@ CMD ["cat", "/srv/greeting.txt"]
     expect(b.code, b.output).toBe(0);
     expect(umociLs(join(cdir, 'oci'))).toEqual(['app']);
     const config = skopeo(join(cdir, 'oci'), 'app', 'config').config;
-    expect(config.Cmd).toEqual(['cat', '/srv/greeting.txt']);
+    expect(config.Entrypoint).toEqual(['/bin/cat']);
+    expect(config.Cmd).toEqual(['/srv/greeting.txt']);
+    expect(config.User).toBe('root');
     expect(config.WorkingDir).toBe('/srv');
     expect(config.Labels).toEqual({ 'org.example.version': '1.0' });
     expect(config.Volumes).toEqual({ '/data': {} });
@@ -150,6 +159,10 @@ CMD ["cat", "/srv/greeting.txt"]
     expect(readFileSync(join(rootfs, 'srv/out.txt'), 'utf8')).toBe('built-1.0\n');
     expect(readFileSync(join(rootfs, 'srv/app/hello.txt'), 'utf8')).toBe('hello\n');
     expect(readFileSync(join(rootfs, 'srv/conf/conf.txt'), 'utf8')).toBe('conf\n');
+    expect(readFileSync(join(rootfs, 'srv/added.txt'), 'utf8')).toBe('hello\n');
+    // RUN after USER runs as a nologin user (numeric ids need setpriv, which busybox lacks:
+    // the convert unit tests run those lines on the host)
+    expect(readFileSync(join(rootfs, 'srv/own/svc.txt'), 'utf8')).toBe('1500\n1500\n');
   });
 
   it('an instruction without an equivalent is an error naming its line', () => {

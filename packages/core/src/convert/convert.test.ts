@@ -1,10 +1,11 @@
 /* biome-ignore-all lint/suspicious/noTemplateCurlyInString: stacker's ${{VAR}} placeholders are the data under test */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { convertDockerfile, shQuote } from './convert.js';
+import { asUser, convertDockerfile, shQuote } from './convert.js';
 import { parseDockerfile, parseKeyValues } from './dockerfile.js';
 
 function convert(text: string, contextDir?: string) {
@@ -111,9 +112,46 @@ describe('convertDockerfile', () => {
     expect(s.cmd).toEqual(['/bin/sh', '-c', 'run --fast']);
   });
 
+  it('RUN after USER: su with a shell for names, ids set by setpriv or chroot --userspec otherwise', () => {
+    expect(asUser('app', 'id')).toBe('su -s /bin/sh -p app -c id');
+    const line = asUser('4242', 'echo $(id -u) $(id -g)');
+    expect(line).toContain(
+      'setpriv --reuid=4242 --regid="$(id -g 4242 2>/dev/null || echo 0)" --clear-groups',
+    );
+    expect(line).toContain('chroot --userspec=4242:"$(id -g 4242 2>/dev/null || echo 0)" /');
+    expect(asUser('1000:50', 'id')).toContain('--reuid=1000 --regid=50 ');
+    expect(asUser('app:staff', 'id')).toContain(
+      `--reuid="$(id -u app)" --regid="$(sed -n 's/^staff:[^:]*:\\([0-9]*\\):.*/\\1/p' /etc/group)"`,
+    );
+  });
+
+  it.runIf(process.geteuid?.() === 0)(
+    'the RUN line for a numeric USER runs as it, with setpriv and without',
+    () => {
+      const line = asUser('4242', 'echo $(id -u) $(id -g)');
+      expect(execFileSync('sh', ['-c', line], { encoding: 'utf8' })).toBe('4242 0\n');
+      // a PATH without setpriv: coreutils chroot sets the ids
+      const bin = mkdtempSync(join(tmpdir(), 'asuser-'));
+    chmodSync(bin, 0o755);
+      try {
+        for (const t of ['sh', 'id', 'chroot', 'echo'])
+          symlinkSync(
+            execFileSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).trim(),
+            join(bin, t),
+          );
+        const out = execFileSync('/bin/sh', ['-c', line], { encoding: 'utf8', env: { PATH: bin } });
+        expect(out).toBe('4242 0\n');
+      } finally {
+        rmSync(bin, { recursive: true, force: true });
+      }
+    },
+  );
+
   it('RUN after WORKDIR and USER runs there and as that user; ARGs become substitutions', () => {
     const r = convert('ARG V=1.2\nARG NODEF\nFROM a\nWORKDIR /w\nUSER app\nRUN echo $V ${NODEF} $HOME\n');
-    expect(r.doc['${{IMAGE}}'].run[1]).toBe("su -p app -c 'cd /w && echo ${{V}} ${{NODEF}} $HOME'");
+    expect(r.doc['${{IMAGE}}'].run[1]).toBe(
+      "su -s /bin/sh -p app -c 'cd /w && echo ${{V}} ${{NODEF}} $HOME'",
+    );
     expect(r.substitutions.V).toBe('1.2');
     expect(r.substitutions.NODEF).toBe('');
   });

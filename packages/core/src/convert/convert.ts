@@ -55,7 +55,7 @@ const NO_EQUIVALENT: Record<string, string> = {
  * unless it has an AS name, earlier stages are build_only; a base image's type and url are
  * substitutions (BASE_TYPE=docker, BASE_URL=docker://IMAGE for the stage, so another base
  * can be given with --substitute); ARGs become substitutions; RUN lines run with `sh -e -c`
- * (`su -p USER -c` after USER); COPY/ADD become imports with a dest; ENV, LABEL, WORKDIR,
+ * (as the USER's uid and gid after a USER line, see asUser); COPY/ADD become imports with a dest; ENV, LABEL, WORKDIR,
  * USER, ENTRYPOINT, CMD and VOLUME go to the image config. Instructions without an
  * equivalent are errors naming their line.
  */
@@ -114,9 +114,7 @@ export function convertDockerfile(text: string, opts: ConvertOptions = {}): Conv
         for (const f of Object.keys(ins.flags)) throw fail(ins, `RUN --${f} has no stacker equivalent`);
         const cmd = ins.json ? ins.json.map(shQuote).join(' ') : withArgs(ins.rest);
         const cd = st.workdir ? `cd ${shQuote(st.workdir)} && ` : '';
-        st.run.push(
-          st.user ? `su -p ${shQuote(st.user)} -c ${shQuote(cd + cmd)}` : `sh -e -c ${shQuote(cd + cmd)}`,
-        );
+        st.run.push(st.user ? asUser(st.user, cd + cmd) : `sh -e -c ${shQuote(cd + cmd)}`);
         break;
       }
       case 'ENV': {
@@ -151,7 +149,7 @@ export function convertDockerfile(text: string, opts: ConvertOptions = {}): Conv
       case 'USER': {
         const user = expand(ins.rest.trim(), st);
         if (!user) throw fail(ins, 'needs a user');
-        st.user = user.split(':')[0];
+        st.user = user;
         st.out.runtime_user = user;
         break;
       }
@@ -363,4 +361,31 @@ function field<T>(o: Record<string, unknown>, key: string, empty: T): T {
 export function shQuote(s: string): string {
   if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) return s;
   return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * A RUN line as Docker runs it after `USER spec`: as that user, whatever its login shell
+ * (`nologin` users are common for services). A name goes through `su -s /bin/sh` (every
+ * base has su). A numeric uid (Docker needs no passwd entry for it; gid 0 then, as Docker)
+ * or a `user:group` spec needs a tool that sets ids: util-linux's setpriv, else coreutils'
+ * `chroot --userspec` (busybox has neither in a usable form; the run step then fails
+ * naming the option it lacks).
+ */
+export function asUser(spec: string, script: string): string {
+  const [user, group] = spec.split(':');
+  const numeric = (x: string) => /^\d+$/.test(x);
+  if (group === undefined && !numeric(user)) return `su -s /bin/sh -p ${shQuote(user)} -c ${shQuote(script)}`;
+  const uid = numeric(user) ? user : `"$(id -u ${shQuote(user)})"`;
+  const gid =
+    group === undefined
+      ? `"$(id -g ${shQuote(user)} 2>/dev/null || echo 0)"`
+      : numeric(group)
+        ? group
+        : `"$(sed -n 's/^${group.replace(/[^\w.-]/g, '')}:[^:]*:\\([0-9]*\\):.*/\\1/p' /etc/group)"`;
+  const inner = `sh -e -c ${shQuote(script)}`;
+  return (
+    `if setpriv --reuid=0 --regid=0 --clear-groups true 2>/dev/null; ` +
+    `then setpriv --reuid=${uid} --regid=${gid} --clear-groups -- ${inner}; ` +
+    `else chroot --userspec=${uid}:${gid} / ${inner}; fi`
+  );
 }
