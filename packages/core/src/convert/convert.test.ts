@@ -132,7 +132,7 @@ describe('convertDockerfile', () => {
       expect(execFileSync('sh', ['-c', line], { encoding: 'utf8' })).toBe('4242 0\n');
       // a PATH without setpriv: coreutils chroot sets the ids
       const bin = mkdtempSync(join(tmpdir(), 'asuser-'));
-    chmodSync(bin, 0o755);
+      chmodSync(bin, 0o755);
       try {
         for (const t of ['sh', 'id', 'chroot', 'echo'])
           symlinkSync(
