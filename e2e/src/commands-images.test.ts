@@ -350,6 +350,22 @@ describe('clean', () => {
     const r0 = run(['exec', 'base', 'true']);
     expect(r0.code, r0.output).toBe(0);
     expect(existsSync(join(dir, 'roots'))).toBe(true);
+    // the cases this test is about are really there: base's read-only /d/sub and its /own,
+    // chowned to 1000 in the build, owned on the host by a subordinate uid of the build user
+    const found = (args: string[]) =>
+      tool('find', [join(dir, 'roots'), ...args, '-printf', '%m %U %p\n'])
+        .trim()
+        .split('\n')
+        .filter(Boolean);
+    const readOnly = found(['-type', 'd', '-path', '*/d/sub']);
+    expect(readOnly.length, 'a read-only dir in roots').toBeGreaterThan(0);
+    expect(readOnly[0]).toMatch(/^555 /);
+    const owned = found(['-type', 'f', '-name', 'own']);
+    expect(owned.length, 'a subuid-owned file in roots').toBeGreaterThan(0);
+    const buildUid = IS_ROOT ? Number(tool('id', ['-u', TEST_USER]).trim()) : process.getuid!();
+    const ownUid = Number(owned[0].split(' ')[1]);
+    expect(ownUid).not.toBe(buildUid);
+    expect(ownUid).toBeGreaterThan(65535);
     const r = run(['clean']);
     expect(r.code, r.output).toBe(0);
     for (const d of ['roots', 'oci', '.stacker']) expect(existsSync(join(dir, d)), d).toBe(false);
