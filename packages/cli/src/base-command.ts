@@ -39,7 +39,10 @@ export abstract class StackerCommand extends Command {
       description: 'log level',
     }),
     'log-timestamp': Flags.boolean({ helpGroup: 'GLOBAL', description: 'prefix log lines with a timestamp' }),
-    json: Flags.boolean({ helpGroup: 'GLOBAL', description: 'structured (pino JSON) logs' }),
+    json: Flags.boolean({
+      helpGroup: 'GLOBAL',
+      description: 'JSON output: logs as pino JSON lines; inspect prints its report as one JSON array',
+    }),
     'storage-type': Flags.string({
       helpGroup: 'GLOBAL',
       description: 'storage driver: overlay (default), btrfs, or one from a plugin',
