@@ -330,8 +330,28 @@ describe('--layer-type squashfs', () => {
       const norm = (m: Map<string, string>) =>
         [...m].map(([k, v]) => `${k} ${v.startsWith('l') ? v.replace(/ \d+$/, '') : v}`).sort();
       expect(norm(b), `layer ${i}`).toEqual(norm(a));
+      // and the same bytes in every regular file (the busybox base has dozens)
+      const files = contents(tar.layers[i].digest, 'tar');
+      expect(contents(sq.layers[i].digest, 'squashfs'), `layer ${i} contents`).toEqual(files);
+      if (i === 0) expect(files.length).toBeGreaterThan(5);
     }
   });
+
+  /** sha256 of every regular file of a layer blob, by path, from a fresh extraction. */
+  function contents(digest: string, kind: 'tar' | 'squashfs'): string[] {
+    const out = join(dir, `contents-${kind}-${digest.slice(7, 19)}`);
+    const blob = blobPath(layout, digest);
+    if (kind === 'tar') {
+      mkdirSync(out);
+      tool('tar', ['-xzf', blob, '-C', out, '--no-same-owner', '--no-same-permissions']);
+    } else {
+      spawnSync('unsquashfs', ['-q', '-n', '-d', out, blob], { encoding: 'utf8' });
+    }
+    return tool('sh', ['-c', `cd ${out} && find . -type f ! -name '.wh.*' -exec sha256sum {} + | sort -k2`])
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+  }
 
   it('deletions are overlay whiteouts and an opaque directory has user.overlay.opaque', () => {
     const base = skopeo(layout, 'base-squashfs', 'raw').layers.at(-1).digest;
