@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_TAR, type Result, removeWorkdir, stacker, workdir, write } from './harness.js';
 import {
@@ -23,6 +24,22 @@ function ok(r: Result, what: string): void {
 }
 
 const canRun = haveRegistry && existsSync(BUSYBOX_TAR);
+// a bcrypt line for the htpasswd registry (undefined: no bcrypt tool on this machine)
+const HTPASSWD = canRun ? htpasswdLine(USER, PASSWORD) : undefined;
+
+/**
+ * Every blob of an OCI layout as plain bytes in `out` (gzip layers decompressed), so that
+ * a grep sees what is inside the layers too.
+ */
+function unpackBlobs(layout: string, out: string): void {
+  mkdirSync(out, { recursive: true });
+  const dir = join(layout, 'blobs', 'sha256');
+  for (const name of readdirSync(dir)) {
+    const bytes = readFileSync(join(dir, name));
+    const gz = bytes.length > 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
+    writeFileSync(join(out, name), gz ? gunzipSync(bytes) : bytes);
+  }
+}
 
 describe.skipIf(!canRun)('registries: docker:// sources and stacker publish', () => {
   let base: string;
@@ -32,10 +49,9 @@ describe.skipIf(!canRun)('registries: docker:// sources and stacker publish', ()
 
   beforeAll(async () => {
     base = workdir('stacker-e2e-registry-');
-    const line = htpasswdLine(USER, PASSWORD);
     [open, locked] = await Promise.all([
       startRegistry(base, 'open'),
-      line ? startRegistry(base, 'locked', { htpasswd: line }) : Promise.resolve(undefined),
+      HTPASSWD ? startRegistry(base, 'locked', { htpasswd: HTPASSWD }) : Promise.resolve(undefined),
     ]);
 
     // the seed: busybox built by the CLI from the fixture tarball, pushed with skopeo
@@ -228,107 +244,268 @@ scratchpad:
     expect(r.stderr).toContain('layer needs to be rebuilt before publishing: a is not in the OCI layout');
   });
 
-  it('with basic auth: a wrong password is a clear 401 that never shows the password', () => {
-    if (!locked) return; // no bcrypt tool on this machine
-    const dir = workdir();
-    work.push(dir);
-    // credentials for the source come from containers' auth.json
-    const authFile = join(dir, 'auth.json');
-    write(
-      authFile,
-      JSON.stringify({
-        auths: { [locked.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } },
-      }),
-    );
-    write(
-      join(dir, 'stacker.yaml'),
-      `app:\n  from:\n    type: docker\n    url: docker://${locked.host}/busybox:latest\n    insecure: true\n  run: echo hi > /hi\n`,
-    );
-    ok(
-      stacker(['--debug', '--log-file', join(dir, 'build.log'), 'build'], {
-        cwd: dir,
-        env: { REGISTRY_AUTH_FILE: authFile },
-      }),
-      'build from the locked registry',
-    );
+  it.skipIf(!HTPASSWD)(
+    'with basic auth: a wrong password is a clear 401 that never shows the password',
+    () => {
+      if (!locked) throw new Error('the htpasswd registry did not start');
+      const dir = workdir();
+      work.push(dir);
+      // credentials for the source come from containers' auth.json
+      const authFile = join(dir, 'auth.json');
+      write(
+        authFile,
+        JSON.stringify({
+          auths: { [locked.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } },
+        }),
+      );
+      write(
+        join(dir, 'stacker.yaml'),
+        `app:\n  from:\n    type: docker\n    url: docker://${locked.host}/busybox:latest\n    insecure: true\n  run: echo hi > /hi\n`,
+      );
+      ok(
+        stacker(['--debug', '--log-file', join(dir, 'build.log'), 'build'], {
+          cwd: dir,
+          env: { REGISTRY_AUTH_FILE: authFile },
+        }),
+        'build from the locked registry',
+      );
 
-    const bad = stacker(
-      [
-        'publish',
-        '--url',
-        `docker://${locked.host}/proj`,
-        '--tag',
-        'v1',
-        '--skip-tls',
-        '--username',
-        USER,
-        '--password',
-        'WrongPassw0rd',
-      ],
-      {
-        cwd: dir,
-      },
-    );
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain(`registry ${locked.host} repository proj/app:`);
-    expect(bad.stderr).toContain(
-      `(401 unauthorized) with the credentials of user "${USER}" from --username/--password`,
-    );
-    expect(bad.output).not.toContain('WrongPassw0rd');
+      const bad = stacker(
+        [
+          'publish',
+          '--url',
+          `docker://${locked.host}/proj`,
+          '--tag',
+          'v1',
+          '--skip-tls',
+          '--username',
+          USER,
+          '--password',
+          'WrongPassw0rd',
+        ],
+        {
+          cwd: dir,
+        },
+      );
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain(`registry ${locked.host} repository proj/app:`);
+      expect(bad.stderr).toContain(
+        `(401 unauthorized) with the credentials of user "${USER}" from --username/--password`,
+      );
+      expect(bad.output).not.toContain('WrongPassw0rd');
 
-    const good = stacker(
-      [
-        'publish',
-        '--url',
-        `docker://${locked.host}/proj`,
-        '--tag',
-        'v1',
-        '--skip-tls',
-        '--username',
-        USER,
-        '--password',
-        PASSWORD,
-        '--debug',
-        '--log-file',
-        join(dir, 'publish.log'),
-      ],
-      {
-        cwd: dir,
-      },
-    );
-    ok(good, 'publish with the right password');
-    // the password (plain, or as the base64 of user:password) is in no log, blob, cache or
-    // annotation: grep everything the build and the publish wrote
-    const secrets = [PASSWORD, Buffer.from(`${USER}:${PASSWORD}`).toString('base64')];
-    const leaks = spawnSync(
-      'grep',
-      [
-        '-rlF',
-        ...secrets.flatMap((s) => ['-e', s]),
+      const good = stacker(
+        [
+          'publish',
+          '--url',
+          `docker://${locked.host}/proj`,
+          '--tag',
+          'v1',
+          '--skip-tls',
+          '--username',
+          USER,
+          '--password',
+          PASSWORD,
+          '--debug',
+          '--log-file',
+          join(dir, 'publish.log'),
+        ],
+        {
+          cwd: dir,
+        },
+      );
+      ok(good, 'publish with the right password');
+      // the password (plain, or as the base64 of user:password) is in no log, blob, cache or
+      // annotation: grep everything the build and the publish wrote
+      // (layer blobs decompressed first, so that their contents are searched too)
+      const secrets = [PASSWORD, Buffer.from(`${USER}:${PASSWORD}`).toString('base64')];
+      const plain = join(base, 'auth-blobs');
+      unpackBlobs(join(dir, 'oci'), plain);
+      const grepFor = (paths: string[]) =>
+        spawnSync('grep', ['-rlF', ...secrets.flatMap((s) => ['-e', s]), ...paths], { encoding: 'utf8' });
+      const leaks = grepFor([
         join(dir, 'oci'),
+        plain,
         join(dir, '.stacker'),
         join(dir, 'build.log'),
         join(dir, 'publish.log'),
-      ],
-      { encoding: 'utf8' },
+      ]);
+      // exit 1: grep read everything and found nothing (2 would be an error, 0 a leak)
+      expect(leaks.stdout).toBe('');
+      expect(leaks.status, leaks.stderr).toBe(1);
+      // and the grep does find a secret where there is one
+      write(join(plain, 'canary'), `x ${secrets[1]} y`);
+      expect(grepFor([plain]).status).toBe(0);
+      expect(good.output).not.toContain(PASSWORD);
+      expect(readFileSync(join(dir, 'publish.log'), 'utf8')).toContain('stacker version');
+      const inspected = JSON.parse(
+        skopeo([
+          'inspect',
+          '--tls-verify=false',
+          '--creds',
+          `${USER}:${PASSWORD}`,
+          `docker://${locked.host}/proj/app:v1`,
+        ]),
+      ) as { Digest: string };
+      expect(inspected.Digest).toBe(tagDigest(join(dir, 'oci'), 'app'));
+
+      const anon = stacker(['build'], { cwd: dir, env: { REGISTRY_AUTH_FILE: join(dir, 'none.json') } });
+      // cached build: the base is still resolved from the registry, which now refuses
+      expect(anon.code).toBe(1);
+      expect(anon.stderr).toContain('(401 unauthorized) with no credentials');
+    },
+  );
+
+  it('a stanza edited after its build is refused by publish, naming it; --force publishes it', () => {
+    const dir = workdir();
+    work.push(dir);
+    const file = join(dir, 'stacker.yaml');
+    const yaml = (msg: string) =>
+      `app:\n  from:\n    type: docker\n    url: docker://${open.host}/busybox:latest\n    insecure: true\n  run: echo ${msg} \${{WHO}} > /msg\ntool:\n  from:\n    type: built\n    tag: app\n  run: echo tool > /tool\n`;
+    write(file, yaml('one'));
+    ok(stacker(['build', '--substitute', 'WHO=me'], { cwd: dir }), 'build');
+    const url = ['--url', `docker://${open.host}/stale`, '--tag', 'v1', '--skip-tls'];
+    const args = ['publish', ...url, '--substitute', 'WHO=me'];
+    ok(stacker([...args, '--show-only'], { cwd: dir }), 'publish --show-only of a fresh build');
+    // as in stacker, a missing substitution is "dummy" on publish: here it makes app differ
+    const dummy = stacker(['publish', ...url, '--show-only'], { cwd: dir });
+    expect(dummy.code).toBe(1);
+    expect(dummy.stderr).toContain(
+      `app changed in ${file} since it was built (publish put "dummy" in place of \${{WHO}}: pass the --substitute values of the build)`,
     );
-    expect(leaks.stdout).toBe('');
-    expect(good.output).not.toContain(PASSWORD);
-    expect(readFileSync(join(dir, 'publish.log'), 'utf8')).toContain('stacker version');
+
+    write(file, yaml('two'));
+    const r = stacker(args, { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      `error: layer needs to be rebuilt before publishing: app changed in ${file} since it was built; run stacker build first, or publish it as it was built with --force`,
+    );
+    expect(
+      spawnSync('skopeo', ['inspect', '--tls-verify=false', `docker://${open.host}/stale/app:v1`]).status,
+    ).not.toBe(0);
+    // tool, built on app, is stale too
+    const only = stacker([...args, '--image', 'tool'], { cwd: dir });
+    expect(only.code).toBe(1);
+    expect(only.stderr).toContain(`tool is built on app, which changed in ${file} since`);
+
+    const forced = stacker([...args, '--force'], { cwd: dir });
+    ok(forced, 'publish --force');
+    expect(forced.output).toContain(
+      `publishing app as it was built, though changed in ${file} since it was built (--force)`,
+    );
     const inspected = JSON.parse(
-      skopeo([
-        'inspect',
-        '--tls-verify=false',
-        '--creds',
-        `${USER}:${PASSWORD}`,
-        `docker://${locked.host}/proj/app:v1`,
-      ]),
+      skopeo(['inspect', '--tls-verify=false', `docker://${open.host}/stale/app:v1`]),
     ) as { Digest: string };
     expect(inspected.Digest).toBe(tagDigest(join(dir, 'oci'), 'app'));
 
-    const anon = stacker(['build'], { cwd: dir, env: { REGISTRY_AUTH_FILE: join(dir, 'none.json') } });
-    // cached build: the base is still resolved from the registry, which now refuses
-    expect(anon.code).toBe(1);
-    expect(anon.stderr).toContain('(401 unauthorized) with no credentials');
+    // rebuilt, it publishes again without --force
+    ok(stacker(['build', '--substitute', 'WHO=me'], { cwd: dir }), 'rebuild');
+    ok(stacker(args, { cwd: dir }), 'publish after the rebuild');
+  });
+
+  it('builds from a docker://…@sha256: reference, the base image as it is', () => {
+    const dir = workdir();
+    work.push(dir);
+    const digest = (
+      JSON.parse(skopeo(['inspect', '--tls-verify=false', `docker://${open.host}/busybox:latest`])) as {
+        Digest: string;
+      }
+    ).Digest;
+    write(
+      join(dir, 'stacker.yaml'),
+      `pinned:\n  from:\n    type: docker\n    url: docker://${open.host}/busybox@${digest}\n    insecure: true\n  run: echo pinned > /pinned\n`,
+    );
+    ok(stacker(['build'], { cwd: dir }), 'build from a digest');
+    const local = join(dir, 'oci');
+    const manifest = JSON.parse(
+      readFileSync(join(local, 'blobs', 'sha256', tagDigest(local, 'pinned')!.slice(7)), 'utf8'),
+    ) as { layers: Array<{ digest: string }> };
+    const base = JSON.parse(
+      skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${open.host}/busybox@${digest}`]),
+    ) as { layers: Array<{ digest: string }> };
+    expect(manifest.layers.slice(0, -1).map((l) => l.digest)).toEqual(base.layers.map((l) => l.digest));
+    // a digest nobody has is one sentence naming it
+    const missing = `sha256:${'0'.repeat(64)}`;
+    write(
+      join(dir, 'stacker.yaml'),
+      `pinned:\n  from:\n    type: docker\n    url: docker://${open.host}/busybox@${missing}\n    insecure: true\n`,
+    );
+    const r = stacker(['build'], { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      `registry ${open.host} repository busybox has no manifest ${missing} (404 not found).`,
+    );
+  });
+
+  it('notices a remote tag moved to another image on the next build', () => {
+    const dir = workdir();
+    work.push(dir);
+    skopeo([
+      'copy',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      `docker://${open.host}/busybox:latest`,
+      `docker://${open.host}/moving:t`,
+    ]);
+    write(
+      join(dir, 'stacker.yaml'),
+      `m:\n  from:\n    type: docker\n    url: docker://${open.host}/moving:t\n    insecure: true\n  run: echo m > /m\n`,
+    );
+    ok(stacker(['build'], { cwd: dir }), 'first build');
+    const first = tagDigest(join(dir, 'oci'), 'm');
+    const cached = stacker(['build'], { cwd: dir });
+    ok(cached, 'second build');
+    expect(cached.output).toContain('found cached layer m');
+
+    // the tag now names another image (the same files as a docker schema 2 manifest)
+    skopeo([
+      'copy',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      `docker://${open.host}/busybox:v2s2`,
+      `docker://${open.host}/moving:t`,
+    ]);
+    const moved = stacker(['build'], { cwd: dir });
+    ok(moved, 'build after the tag moved');
+    expect(moved.output).not.toContain('found cached layer m');
+    const manifest = JSON.parse(
+      readFileSync(join(dir, 'oci', 'blobs', 'sha256', tagDigest(join(dir, 'oci'), 'm')!.slice(7)), 'utf8'),
+    ) as { layers: Array<{ mediaType: string }> };
+    expect(tagDigest(join(dir, 'oci'), 'm')).not.toBe(first);
+    expect(manifest.layers[0].mediaType).toBe('application/vnd.docker.image.rootfs.diff.tar.gzip');
+  });
+
+  it('publishes --layer-type squashfs as TAG-squashfs, and refuses a squashfs image older than the tar one', () => {
+    const dir = workdir();
+    work.push(dir);
+    const file = join(dir, 'stacker.yaml');
+    const yaml = (msg: string) =>
+      `sq:\n  from:\n    type: docker\n    url: docker://${open.host}/busybox:latest\n    insecure: true\n  run: echo ${msg} > /msg\n`;
+    write(file, yaml('one'));
+    ok(stacker(['build', '--layer-type', 'tar', '--layer-type', 'squashfs'], { cwd: dir }), 'build');
+    const local = join(dir, 'oci');
+    const args = ['publish', '--url', `docker://${open.host}/flavours`, '--tag', 'v1', '--skip-tls'];
+    const pub = stacker([...args, '--layer-type', 'squashfs', '--layer-type', 'tar'], { cwd: dir });
+    ok(pub, 'publish both layer types');
+    expect(pub.output).toContain(
+      `publishing ${file} sq-squashfs to docker://${open.host}/flavours/sq:v1-squashfs`,
+    );
+    for (const [tag, localTag] of [
+      ['v1', 'sq'],
+      ['v1-squashfs', 'sq-squashfs'],
+    ]) {
+      const inspected = JSON.parse(
+        skopeo(['inspect', '--tls-verify=false', `docker://${open.host}/flavours/sq:${tag}`]),
+      ) as { Digest: string };
+      expect(inspected.Digest).toBe(tagDigest(local, localTag));
+    }
+    // rebuilt as tar only: the squashfs image left in the layout is the old one
+    write(file, yaml('two'));
+    ok(stacker(['build'], { cwd: dir }), 'tar-only rebuild');
+    const r = stacker([...args, '--layer-type', 'squashfs'], { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      'error: layer needs to be rebuilt before publishing: sq-squashfs is older than sq, its tar image; run stacker build --layer-type squashfs first',
+    );
   });
 });

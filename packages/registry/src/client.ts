@@ -9,6 +9,7 @@ import {
   isUserError,
   type Logger,
   silentLogger,
+  UserError,
 } from '@stacker/plugin-api';
 import {
   type Challenge,
@@ -45,7 +46,11 @@ export interface RegistryClientOptions {
   registry: string;
   /** host[:port] requests go to; defaults to `registry` (registry-1.docker.io for Docker Hub). */
   endpoint?: string;
-  /** Talk plain http (for registries without TLS, like a local test registry). */
+  /**
+   * Don't verify the registry's TLS certificate, and talk plain http when it does not speak
+   * TLS at all (decided by the first request, then kept): stacker's `insecure: true` and
+   * `--skip-tls`, as containers/image treats an insecure registry.
+   */
   insecure?: boolean;
   /** Explicit credentials; otherwise the standard credential files are read. */
   username?: string;
@@ -56,9 +61,12 @@ export interface RegistryClientOptions {
   /** Retries after a connection failure or a 5xx/429 answer (default 4), with backoff from retryDelayMs (default 250). */
   retries?: number;
   retryDelayMs?: number;
-  /** Blobs up to this size are uploaded in one PUT, bigger ones in PATCH chunks (default 32 MiB). */
+  /**
+   * Blobs up to this size are uploaded in one PUT, bigger ones in PATCH chunks (default
+   * `$STACKER_REGISTRY_CHUNK_THRESHOLD`, else 32 MiB).
+   */
   chunkThreshold?: number;
-  /** Size of one PATCH chunk (default 16 MiB). */
+  /** Size of one PATCH chunk (default `$STACKER_REGISTRY_CHUNK_SIZE`, else 16 MiB). */
   chunkSize?: number;
   log?: Logger;
   signal?: AbortSignal;
@@ -172,17 +180,84 @@ async function drain(res: Response): Promise<void> {
   }
 }
 
-/** `errors[0].code: message` of a registry's JSON error body, if it has one. */
-async function errorDetail(res: Response): Promise<string | undefined> {
+/** Longest registry-supplied detail quoted in an error message. */
+const MAX_DETAIL = 300;
+
+/**
+ * `errors[0].code: message` of a registry's JSON error body (the distribution spec's
+ * shape), if it has one; strings only, cut to a readable length, whatever else it holds.
+ */
+export function errorDetailOf(text: string): string | undefined {
+  let body: unknown;
   try {
-    const text = await res.text();
-    const body = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> };
-    const e = body.errors?.[0];
-    if (e) return [e.code, e.message].filter(Boolean).join(': ');
-    return undefined;
+    body = JSON.parse(text);
   } catch {
     return undefined;
   }
+  if (body === null || typeof body !== 'object') return undefined;
+  const errors = (body as { errors?: unknown }).errors;
+  const e: unknown = Array.isArray(errors) ? errors[0] : undefined;
+  if (e === null || typeof e !== 'object') return undefined;
+  const { code, message } = e as { code?: unknown; message?: unknown };
+  const parts = [code, message].filter((p): p is string => typeof p === 'string' && p.trim() !== '');
+  if (parts.length === 0) return undefined;
+  const detail = parts.join(': ').replace(/\s+/g, ' ').trim();
+  return detail.length > MAX_DETAIL ? `${detail.slice(0, MAX_DETAIL)}…` : detail;
+}
+
+async function errorDetail(res: Response): Promise<string | undefined> {
+  try {
+    return errorDetailOf(await res.text());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The token of a token service's answer (`token`, else the OAuth2 `access_token`) and its
+ * lifetime in seconds, or a reason why the answer is unusable.
+ */
+export function tokenOf(body: unknown): { token: string; expiresIn?: number } | { error: string } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    return { error: 'the answer is not a JSON object' };
+  const { token, access_token: access, expires_in: expiresIn } = body as Record<string, unknown>;
+  const t = typeof token === 'string' && token !== '' ? token : access;
+  if (typeof t !== 'string' || t === '') return { error: 'the answer has no token' };
+  // it goes into an Authorization header: visible ASCII only (RFC 6750's token68 and then some)
+  if (!/^[\x21-\x7e]+$/.test(t)) return { error: 'the token has characters a header cannot carry' };
+  return {
+    token: t,
+    expiresIn: typeof expiresIn === 'number' && Number.isFinite(expiresIn) ? expiresIn : undefined,
+  };
+}
+
+/** A size from the environment (`$NAME`, bytes, or with a K/M/G suffix), if it is set and valid. */
+function sizeFromEnv(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name]?.trim();
+  if (!v) return undefined;
+  const m = /^(\d+)\s*([kmg]?)(i?b)?$/i.exec(v);
+  if (!m) {
+    throw new UserError(
+      'registry-env',
+      `$${name} is ${JSON.stringify(v)}, not a size; give a number of bytes (or with K, M or G)`,
+    );
+  }
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Number(m[1]) * mult;
+}
+
+/** undici's fetch with certificate verification off, loaded on first use by insecure clients only. */
+let insecureFetch: Promise<typeof fetch> | undefined;
+function loadInsecureFetch(): Promise<typeof fetch> {
+  insecureFetch ??= import('undici').then(({ Agent, fetch: undiciFetch }) => {
+    const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
+    return ((input: unknown, init?: RequestInit) =>
+      undiciFetch(input as Parameters<typeof undiciFetch>[0], {
+        ...(init as Parameters<typeof undiciFetch>[1]),
+        dispatcher,
+      })) as unknown as typeof fetch;
+  });
+  return insecureFetch;
 }
 
 /**
@@ -196,9 +271,11 @@ async function errorDetail(res: Response): Promise<string | undefined> {
 export class RegistryClient {
   readonly registry: string;
   readonly endpoint: string;
-  readonly baseUrl: string;
+  /** https, or http once an insecure client found that the registry does not speak TLS. */
+  private scheme: 'https' | 'http' = 'https';
+  /** An insecure client has yet to learn whether the registry speaks TLS. */
+  private probing: boolean;
   private readonly log: Logger;
-  private readonly doFetch: typeof fetch;
   private readonly retries: number;
   private readonly retryDelayMs: number;
   private readonly chunkThreshold: number;
@@ -213,13 +290,61 @@ export class RegistryClient {
   constructor(private readonly opts: RegistryClientOptions) {
     this.registry = opts.registry;
     this.endpoint = opts.endpoint ?? (opts.registry === DOCKER_HUB ? DOCKER_HUB_ENDPOINT : opts.registry);
-    this.baseUrl = `${opts.insecure ? 'http' : 'https'}://${this.endpoint}`;
+    this.probing = opts.insecure === true;
     this.log = opts.log ?? silentLogger;
-    this.doFetch = opts.fetch ?? fetch;
     this.retries = opts.retries ?? 4;
     this.retryDelayMs = opts.retryDelayMs ?? 250;
-    this.chunkThreshold = opts.chunkThreshold ?? 32 * 1024 * 1024;
-    this.chunkSize = Math.max(1, opts.chunkSize ?? 16 * 1024 * 1024);
+    const env = opts.env ?? process.env;
+    this.chunkThreshold =
+      opts.chunkThreshold ?? sizeFromEnv(env, 'STACKER_REGISTRY_CHUNK_THRESHOLD') ?? 32 * 1024 * 1024;
+    this.chunkSize = Math.max(
+      1,
+      opts.chunkSize ?? sizeFromEnv(env, 'STACKER_REGISTRY_CHUNK_SIZE') ?? 16 * 1024 * 1024,
+    );
+  }
+
+  /** Where requests go: `https://ENDPOINT`, or `http://ENDPOINT` for an insecure registry without TLS. */
+  get baseUrl(): string {
+    return `${this.scheme}://${this.endpoint}`;
+  }
+
+  /** The fetch to use: the test's, else undici's without certificate checks when insecure, else Node's. */
+  private fetcher(): Promise<typeof fetch> | typeof fetch {
+    if (this.opts.fetch) return this.opts.fetch;
+    return this.opts.insecure ? loadInsecureFetch() : fetch;
+  }
+
+  /**
+   * One fetch of a registry URL. An insecure client that has not yet talked to the registry
+   * tries https (any certificate) first and, when the other side does not speak TLS,
+   * plain http; the scheme that answered is kept for every later request.
+   */
+  private async exchange(url: string, init: () => RequestInit): Promise<Response> {
+    const doFetch = await this.fetcher();
+    const origin = `https://${this.endpoint}/`;
+    if (!this.probing || !url.startsWith(origin)) return doFetch(url, init());
+    let res: Response;
+    try {
+      res = await doFetch(url, init());
+    } catch (e) {
+      if (!tlsCause(e) || this.opts.signal?.aborted) throw e;
+      const plain = `http://${this.endpoint}/${url.slice(origin.length)}`;
+      try {
+        res = await doFetch(plain, init());
+      } catch (e2) {
+        // a connection failure over http too is worth another try (from https again)
+        const cause = networkCause(e2);
+        if (cause !== undefined && !this.opts.signal?.aborted)
+          throw new TransientError(`${cause} (over https: ${tlsCause(e)})`);
+        throw e; // http did not work either: the TLS failure is the one to report
+      }
+      this.log.debug(`${this.registry} does not speak TLS (${tlsCause(e)}): using plain http`);
+      this.scheme = 'http';
+      this.probing = false;
+      return res;
+    }
+    this.probing = false;
+    return res;
   }
 
   static forReference(
@@ -675,7 +800,8 @@ export class RegistryClient {
     extraScopes: string[] = [],
   ): Promise<Response> {
     const scopes = [`repository:${repository}:${actions}`, ...extraScopes];
-    const url = init.url ?? `${this.baseUrl}${init.path}`;
+    // a path is put under the base URL at each round: the first one may settle the scheme
+    const url = init.url;
     for (let round = 0; ; round++) {
       const headers: Record<string, string> = {
         'user-agent': this.opts.userAgent ?? 'stacker',
@@ -688,27 +814,31 @@ export class RegistryClient {
       try {
         const progressed = body !== undefined && body.length > 0 && init.onSent !== undefined;
         if (progressed) headers['content-length'] = String(body.length);
-        res = await this.doFetch(url, {
-          method: init.method,
-          headers,
-          body:
-            body === undefined
-              ? undefined
-              : progressed
-                ? countedBody(body, init.onSent!)
-                : new Uint8Array(body.buffer, body.byteOffset, body.length),
-          redirect: 'follow',
-          signal: this.opts.signal,
-          ...(progressed ? { duplex: 'half' } : {}),
-        } as RequestInit);
+        res = await this.exchange(
+          url ?? `${this.baseUrl}${init.path}`,
+          () =>
+            ({
+              method: init.method,
+              headers,
+              body:
+                body === undefined
+                  ? undefined
+                  : progressed
+                    ? countedBody(body, init.onSent!)
+                    : new Uint8Array(body.buffer, body.byteOffset, body.length),
+              redirect: 'follow',
+              signal: this.opts.signal,
+              ...(progressed ? { duplex: 'half' } : {}),
+            }) as RequestInit,
+        );
       } catch (e) {
         const tls = tlsCause(e);
-        if (tls) throw tlsFailure(this.where(repository), what, tls);
+        if (tls) throw tlsFailure(this.where(repository), what, tls, this.opts.insecure);
         const cause = networkCause(e);
         if (cause !== undefined && !this.opts.signal?.aborted) throw new TransientError(cause);
         throw e;
       }
-      this.log.debug(`${init.method} ${url} -> ${res.status}`);
+      this.log.debug(`${init.method} ${url ?? `${this.baseUrl}${init.path}`} -> ${res.status}`);
       if (res.status !== 401 || round > 0) return res;
       const challenges = parseChallenges(res.headers.get('www-authenticate') ?? '');
       const bearer = challenges.find((c) => c.scheme === 'bearer');
@@ -760,7 +890,19 @@ export class RegistryClient {
   ): Promise<{ token: string; expires: number }> {
     const challenge = this.bearer!;
     const w = this.where(repository);
-    const url = new URL(challenge.params.realm);
+    let url: URL;
+    try {
+      url = new URL(challenge.params.realm);
+    } catch {
+      url = new URL('invalid:');
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw badResponse(
+        w,
+        what,
+        `the registry sent ${JSON.stringify(challenge.params.realm.slice(0, 200))} as its token service (realm), which is not an http(s) URL`,
+      );
+    }
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     for (const s of scopes) url.searchParams.append('scope', s);
     const lookup = this.credentials(repository);
@@ -772,8 +914,10 @@ export class RegistryClient {
     const res = await this.withRetries(w, tokenWhat, async () => {
       let r: Response;
       try {
-        r = await this.doFetch(url, { headers, signal: this.opts.signal });
+        r = await (await this.fetcher())(url, { headers, signal: this.opts.signal });
       } catch (e) {
+        const tls = tlsCause(e);
+        if (tls) throw tlsFailure(w, tokenWhat, tls, this.opts.insecure);
         const cause = networkCause(e);
         if (cause !== undefined) throw new TransientError(cause);
         throw e;
@@ -794,17 +938,17 @@ export class RegistryClient {
       await drain(res);
       throw badResponse(w, tokenWhat, `unexpected HTTP ${res.status}`);
     }
-    let body: { token?: string; access_token?: string; expires_in?: number };
+    let body: unknown;
     try {
-      body = (await res.json()) as typeof body;
+      body = await res.json();
     } catch (e) {
       throw badResponse(w, tokenWhat, `the answer is not JSON (${(e as Error).message})`);
     }
-    const token = body.token ?? body.access_token;
-    if (!token) throw badResponse(w, tokenWhat, 'the answer has no token');
+    const got = tokenOf(body);
+    if ('error' in got) throw badResponse(w, tokenWhat, got.error);
     // expire a little early so a token never runs out between check and use
-    const life = Math.max(10, typeof body.expires_in === 'number' ? body.expires_in : 60);
-    const t = { token, expires: Date.now() + (life - 5) * 1000 };
+    const life = Math.min(86400, Math.max(10, got.expiresIn ?? 60));
+    const t = { token: got.token, expires: Date.now() + (life - 5) * 1000 };
     this.tokens.set(key, t);
     return t;
   }

@@ -81,10 +81,12 @@ export function unreachable(w: Where, what: string, cause: string, attempts: num
   );
 }
 
-export function tlsFailure(w: Where, what: string, code: string): UserError {
-  const hint = /WRONG_VERSION_NUMBER|PACKET_LENGTH|HTTP_REQUEST/.test(code)
-    ? 'the registry does not seem to speak TLS; use --skip-tls (publish) or insecure: true (from:) for a plain http registry'
-    : 'its TLS certificate is not trusted; add its CA to the system store, or use plain http with --skip-tls / insecure: true';
+export function tlsFailure(w: Where, what: string, code: string, insecure = false): UserError {
+  const hint = insecure
+    ? 'the TLS handshake failed even without certificate verification, and plain http did not answer either; check that the address is the registry'
+    : /WRONG_VERSION_NUMBER|PACKET_LENGTH|HTTP_REQUEST/.test(code)
+      ? 'the registry does not seem to speak TLS; use --skip-tls (publish) or insecure: true (from:) to fall back to plain http'
+      : 'its TLS certificate is not trusted; add its CA to the system store, or skip certificate verification with --skip-tls (publish) or insecure: true (from:)';
   return new UserError(ERROR_CODES.tls, `${at(w)}: ${what} failed (${code}): ${hint}.`);
 }
 

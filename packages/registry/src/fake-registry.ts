@@ -2,6 +2,7 @@
 // talk to registries. Never used by stacker itself.
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 /**
@@ -14,6 +15,13 @@ export interface FakeRegistryOptions {
   users?: Record<string, string>;
   /** With bearer auth: may anonymous users pull? */
   anonymousPull?: boolean;
+  /** Serve https with this key and certificate (PEM) instead of plain http. */
+  tls?: { key: string | Buffer; cert: string | Buffer };
+  /**
+   * With bearer auth: what the token service answers instead of a token (any JSON value,
+   * e.g. `null`), to test clients against broken token services.
+   */
+  tokenAnswer?: unknown;
 }
 
 interface Upload {
@@ -55,13 +63,21 @@ export class FakeRegistry {
     return `127.0.0.1:${this.port}`;
   }
 
+  /** `https` with the `tls` option, else `http`. */
+  get scheme(): 'http' | 'https' {
+    return this.opts.tls ? 'https' : 'http';
+  }
+
   async start(): Promise<this> {
-    this.server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.handle(req, res).catch((e) => {
         res.statusCode = 500;
         res.end(String(e));
       });
-    });
+    };
+    this.server = this.opts.tls
+      ? createTlsServer({ key: this.opts.tls.key, cert: this.opts.tls.cert }, handler)
+      : createServer(handler);
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
     return this;
@@ -323,7 +339,7 @@ export class FakeRegistry {
     const scope = repo ? `repository:${repo}:${action === 'push' ? 'pull,push' : 'pull'}` : '';
     res.setHeader(
       'www-authenticate',
-      `Bearer realm="http://${this.host}/token",service="fake",scope="${scope}"`,
+      `Bearer realm="${this.scheme}://${this.host}/token",service="fake",scope="${scope}"`,
     );
     json(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
     return false;
@@ -342,6 +358,10 @@ export class FakeRegistry {
     const user = this.basicUser(header);
     if (header && !user) {
       json(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'bad credentials' }] });
+      return;
+    }
+    if ('tokenAnswer' in this.opts) {
+      json(res, 200, this.opts.tokenAnswer);
       return;
     }
     const scopes = url.searchParams.getAll('scope');

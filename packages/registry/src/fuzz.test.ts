@@ -5,12 +5,18 @@ import { createHash } from 'node:crypto';
 import { isUserError } from '@stacker/plugin-api';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RegistryClient } from './client.js';
+import { errorDetailOf, RegistryClient, tokenOf } from './client.js';
 import { parseChallenges } from './credentials.js';
 import { formatReference, parseImageReference } from './reference.js';
 
 const SCALE = Number(process.env.STACKER_FUZZ_SCALE ?? 1);
-export const FUZZ_RUNS = { challenges: 3000 * SCALE, references: 3000 * SCALE, manifests: 1500 * SCALE };
+export const FUZZ_RUNS = {
+  challenges: 3000 * SCALE,
+  references: 3000 * SCALE,
+  manifests: 1500 * SCALE,
+  tokens: 1500 * SCALE,
+  errorBodies: 3000 * SCALE,
+};
 
 const challengeToken = fc.constantFrom(
   'Bearer',
@@ -218,6 +224,146 @@ describe('manifest and index answers', () => {
         },
       ),
       { numRuns: FUZZ_RUNS.manifests },
+    );
+  });
+});
+
+// what a token service answers, and the JSON error bodies registries send with 4xx/5xx
+const errorBody = fc.oneof(
+  json,
+  fc.record(
+    {
+      errors: fc.oneof(
+        fc.array(
+          fc.oneof(
+            json,
+            fc.record(
+              {
+                code: fc.oneof(fc.constantFrom('UNAUTHORIZED', 'DENIED', 'MANIFEST_UNKNOWN'), json),
+                message: fc.oneof(fc.string({ maxLength: 400 }), json),
+                detail: json,
+              },
+              { requiredKeys: [] },
+            ),
+          ),
+          { maxLength: 3 },
+        ),
+        json,
+      ),
+    },
+    { requiredKeys: [] },
+  ),
+);
+const tokenBody = fc.oneof(
+  json,
+  fc.record(
+    {
+      token: fc.oneof(fc.constantFrom('dG9rZW4=', ''), fc.string({ maxLength: 12 }), json),
+      access_token: fc.oneof(fc.constantFrom('dG9rZW4='), fc.string({ maxLength: 12 }), json),
+      expires_in: fc.oneof(fc.integer(), fc.double(), json),
+    },
+    { requiredKeys: [] },
+  ),
+);
+
+describe('token service answers and error bodies', () => {
+  it('errorDetailOf gives a short string or nothing, for any text', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          errorBody.map((v) => JSON.stringify(v)),
+          fc.string({ maxLength: 60 }),
+        ),
+        (text) => {
+          const d = errorDetailOf(text);
+          if (d !== undefined) {
+            expect(typeof d).toBe('string');
+            expect(d.length).toBeLessThanOrEqual(301);
+            expect(d).not.toContain('[object Object]');
+          }
+        },
+      ),
+      { numRuns: FUZZ_RUNS.errorBodies },
+    );
+  });
+
+  it('tokenOf gives a non-empty string token or a reason, for any JSON', () => {
+    fc.assert(
+      fc.property(tokenBody, (body) => {
+        const t = tokenOf(body);
+        if ('error' in t) expect(typeof t.error).toBe('string');
+        else {
+          expect(typeof t.token).toBe('string');
+          expect(t.token.length).toBeGreaterThan(0);
+          if (t.expiresIn !== undefined) expect(Number.isFinite(t.expiresIn)).toBe(true);
+        }
+      }),
+      { numRuns: FUZZ_RUNS.errorBodies },
+    );
+  });
+
+  it('a registry behind any token service, answering any error body, gives a result or a UserError', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          realm: fc.constantFrom(
+            'https://auth.example/token',
+            'http://auth.example/t?x=1',
+            'not a url',
+            'ftp://x/',
+            '',
+          ),
+          tokenStatus: fc.constantFrom(200, 200, 200, 401, 403, 404, 500),
+          token: fc.oneof(
+            tokenBody.map((v) => JSON.stringify(v)),
+            fc.string({ maxLength: 20 }),
+          ),
+          status: fc.constantFrom(200, 400, 401, 403, 404, 500, 503),
+          body: fc.oneof(
+            errorBody.map((v) => JSON.stringify(v)),
+            fc.string({ maxLength: 40 }),
+          ),
+        }),
+        async (a) => {
+          let n = 0;
+          const fakeFetch = (async (input: string | URL) => {
+            const url = String(input);
+            if (url.includes('/v2/') && n++ === 0) {
+              return new Response('{}', {
+                status: 401,
+                headers: { 'www-authenticate': `Bearer realm="${a.realm}",service="fuzz"` },
+              });
+            }
+            if (!url.includes('/v2/')) return new Response(a.token, { status: a.tokenStatus });
+            const manifest = JSON.stringify({
+              schemaVersion: 2,
+              mediaType: OCI_MANIFEST,
+              config: { mediaType: 'x', digest: `sha256:${'a'.repeat(64)}`, size: 1 },
+              layers: [],
+            });
+            return new Response(a.status === 200 ? manifest : a.body, {
+              status: a.status,
+              headers: { 'content-type': OCI_MANIFEST },
+            });
+          }) as typeof fetch;
+          const client = new RegistryClient({
+            registry: 'fuzz.example',
+            retries: 0,
+            credentialFiles: [],
+            username: 'u',
+            password: 'p',
+            fetch: fakeFetch,
+          });
+          try {
+            await client.getImage('repo', 'latest', { os: 'linux', architecture: 'amd64' });
+          } catch (e) {
+            if (!isUserError(e)) throw e;
+            expect(e.message).toMatch(/^registry fuzz\.example repository repo[: ]/);
+            expect(e.message).not.toContain('[object Object]');
+          }
+        },
+      ),
+      { numRuns: FUZZ_RUNS.tokens },
     );
   });
 });

@@ -29,6 +29,7 @@ export {
 export { ERROR_CODES } from './errors.js';
 export { hostPlatform, isImageManifestMediaType, isIndexMediaType, MANIFEST_ACCEPT } from './media-types.js';
 export {
+  layerTypeName,
   type Published,
   type PublishFile,
   type PublishOptions,

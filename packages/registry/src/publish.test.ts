@@ -165,4 +165,156 @@ describe('publish', () => {
     expect([...out.tags.keys()]).toEqual(['app_v1', 'tool_v1']);
     expect(out.blobs.has(app.config.digest)).toBe(true);
   });
+
+  it('publishes every --layer-type: NAME-squashfs goes to TAG-squashfs, as stacker names it', async () => {
+    const r = await new FakeRegistry().start();
+    running.push(r);
+    const src = new MemoryStore();
+    const app = await seedImage(src, 'app', [randomBytes(40)]);
+    // the squashfs flavour, which the build tags NAME-squashfs
+    const sq = await seedImage(src, 'app-squashfs', [randomBytes(30)]);
+    await seedImage(src, 'tool', [randomBytes(10)]);
+    const { lines, log } = recorder();
+    const one = [{ path: '/p/stacker.yaml', layers: [{ name: 'app', buildOnly: false }] }];
+    const done = await publish({
+      files: one,
+      source: src,
+      url: `docker://${r.host}/p`,
+      tags: ['v1', 'latest'],
+      layerTypes: ['tar', 'squashfs'],
+      skipTls: true,
+      log,
+      client: { credentialFiles: [] },
+    });
+    expect(done.map((d) => d.destination)).toEqual([
+      `docker://${r.host}/p/app:v1`,
+      `docker://${r.host}/p/app:latest`,
+      `docker://${r.host}/p/app:v1-squashfs`,
+      `docker://${r.host}/p/app:latest-squashfs`,
+    ]);
+    expect(lines).toContain(
+      `publishing /p/stacker.yaml app-squashfs to docker://${r.host}/p/app:v1-squashfs`,
+    );
+    const tags = r.manifests.get('p/app')!;
+    expect(digestOf(tags.get('v1')!.bytes)).toBe(app.descriptor.digest);
+    expect(digestOf(tags.get('latest-squashfs')!.bytes)).toBe(sq.descriptor.digest);
+
+    // squashfs only, to an oci: layout: NAME_TAG-squashfs
+    const out = new MemoryStore();
+    await publish({
+      files: one,
+      source: src,
+      url: 'oci:/out',
+      tags: ['v1'],
+      layerTypes: ['squashfs'],
+      openLayout: async () => out,
+    });
+    expect([...out.tags.keys()]).toEqual(['app_v1-squashfs']);
+    expect(out.tags.get('app_v1-squashfs')?.digest).toBe(sq.descriptor.digest);
+
+    // a stanza without its squashfs image is refused before anything is pushed
+    const before = r.requests.length;
+    await expect(
+      publish({
+        files,
+        source: src,
+        url: `docker://${r.host}/q`,
+        tags: ['v1'],
+        layerTypes: ['squashfs'],
+        skipTls: true,
+        client: { credentialFiles: [] },
+      }),
+    ).rejects.toThrow(
+      'layer needs to be rebuilt before publishing: tool has no squashfs image (tool-squashfs) in the OCI layout /memory; run stacker build --layer-type squashfs first',
+    );
+    expect(r.requests.length).toBe(before);
+  });
+
+  it('refuses stale stanzas before pushing anything, unless forced', async () => {
+    const r = await new FakeRegistry().start();
+    running.push(r);
+    const src = new MemoryStore();
+    await seedImage(src, 'app', [randomBytes(10)]);
+    const tool = await seedImage(src, 'tool', [randomBytes(10)]);
+    const seen: string[] = [];
+    const check = async (s: {
+      file: string;
+      name: string;
+      layerType: string;
+      descriptor: { digest: string };
+    }) => {
+      seen.push(`${s.file} ${s.name} ${s.layerType} ${s.descriptor.digest}`);
+      return s.name === 'tool' ? 'changed in /p/stacker.yaml since it was built' : undefined;
+    };
+    const opts = {
+      files,
+      source: src,
+      url: `docker://${r.host}/p`,
+      tags: ['v1'],
+      skipTls: true,
+      check,
+      client: { credentialFiles: [] },
+    };
+    await expect(publish(opts)).rejects.toThrow(
+      'layer needs to be rebuilt before publishing: tool changed in /p/stacker.yaml since it was built; run stacker build first, or publish it as it was built with --force',
+    );
+    expect(seen).toContain(`/p/stacker.yaml tool tar ${tool.descriptor.digest}`);
+    expect(r.requests).toEqual([]);
+    const { lines, log } = recorder();
+    const done = await publish({ ...opts, force: true, log });
+    expect(lines).toContain(
+      'publishing tool as it was built, though changed in /p/stacker.yaml since it was built (--force)',
+    );
+    expect(done.map((d) => d.name)).toEqual(['app', 'tool']);
+  });
+
+  it('with bearer tokens, the password is in no log line, result, manifest or blob', async () => {
+    const password = 'S3cret-Bearer-Pass';
+    const r = await new FakeRegistry({ auth: 'bearer', users: { alice: password } }).start();
+    running.push(r);
+    const src = new MemoryStore();
+    await seedImage(src, 'app', [randomBytes(30)]);
+    await seedImage(src, 'tool', [randomBytes(30)]);
+    const lines: string[] = [];
+    const rec = (...m: unknown[]) =>
+      lines.push(m.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))).join(' '));
+    const log = { debug: rec, info: rec, warn: rec, error: rec };
+    const done = await publish({
+      files,
+      source: src,
+      url: `docker://${r.host}/p`,
+      tags: ['v1'],
+      skipTls: true,
+      username: 'alice',
+      password,
+      log,
+      client: { credentialFiles: [] },
+    });
+    expect(done.length).toBe(2);
+    expect(r.tokenRequests.length).toBeGreaterThan(0);
+    const secrets = [password, Buffer.from(`alice:${password}`).toString('base64')];
+    const everything = [
+      ...lines,
+      JSON.stringify(done),
+      ...[...r.manifests.values()].flatMap((m) => [...m.values()].map((v) => v.bytes.toString('latin1'))),
+      ...[...r.blobs.values()].map((b) => b.toString('latin1')),
+    ].join('\n');
+    expect(lines.length).toBeGreaterThan(5);
+    for (const s of secrets) expect(everything).not.toContain(s);
+    // a wrong password says which user, never the password
+    const wrong = 'Wr0ng-Bearer-Pass';
+    const e = await publish({
+      files,
+      source: src,
+      url: `docker://${r.host}/q`,
+      tags: ['v1'],
+      skipTls: true,
+      username: 'alice',
+      password: wrong,
+      client: { credentialFiles: [] },
+    }).catch((x: Error) => x);
+    expect(String(e)).toContain('401 unauthorized');
+    expect(String(e)).toContain('"alice"');
+    expect(String(e)).not.toContain(wrong);
+  });
 });

@@ -24,13 +24,34 @@ export interface PublishOptions {
   tags: string[];
   /** Only these stanzas (all when empty). */
   images?: string[];
-  /** Publish what is there, skipping stanzas that were never built. */
+  /**
+   * Publish what is there: stanzas that were never built are skipped, stale ones (see
+   * `check`) are published as they were built, with a warning.
+   */
   force?: boolean;
+  /**
+   * The layer types to publish (default `tar`): a stanza's `squashfs` image is the layout's
+   * `NAME-squashfs` and goes to tags `TAG-squashfs`, as stacker names them.
+   */
+  layerTypes?: string[];
+  /**
+   * Says why the image of a stanza in the layout is not what a build would make now (its
+   * definition changed since, its base was rebuilt, no build cache entry), or undefined
+   * when it is current. Stale stanzas stop everything before anything is pushed, unless
+   * `force`.
+   */
+  check?: (stanza: {
+    file: string;
+    name: string;
+    /** `tar` (the stanza's image, checked first), or another type's image of it. */
+    layerType: string;
+    descriptor: Descriptor;
+  }) => Promise<string | undefined>;
   /** Say what would be published; push nothing. */
   showOnly?: boolean;
   username?: string;
   password?: string;
-  /** Plain http to the registry. */
+  /** Don't verify the registry's certificate; plain http when it has no TLS. */
   skipTls?: boolean;
   /** Opens (creating when needed) the layout of an `oci:DIR` destination. */
   openLayout?: (dir: string) => Promise<LayoutTarget>;
@@ -72,11 +93,18 @@ function parseDestination(url: string): Destination {
   );
 }
 
+/** stacker's `LayerName`: a tag or layer name for a layer type (`tar` keeps it, others get `-TYPE`). */
+export function layerTypeName(name: string, layerType: string): string {
+  return layerType === 'tar' ? name : `${name}-${layerType}`;
+}
+
 /**
  * `stacker publish`: every stanza of the files that is not build_only (or only those in
- * `images`) is read from the local layout by its tag and sent, for every tag, to
- * `URL/NAME:TAG` (docker destinations) or `URL:NAME_TAG` (oci destinations). Stanzas not
- * in the layout stop everything before anything is pushed, unless `force`.
+ * `images`) is read from the local layout by its tag and sent, for every tag and layer
+ * type, to `URL/NAME:TAG` (docker destinations) or `URL:NAME_TAG` (oci destinations), with
+ * `-TYPE` after the layout tag and the destination tag for types other than tar. Stanzas
+ * not in the layout, or stale (`check`), stop everything before anything is pushed,
+ * unless `force`.
  */
 export async function publish(opts: PublishOptions): Promise<Published[]> {
   const log = opts.log ?? silentLogger;
@@ -87,10 +115,11 @@ export async function publish(opts: PublishOptions): Promise<Published[]> {
     throw credentialsError('supply both --username and --password, or neither of them');
   }
   const dest = parseDestination(opts.url);
+  const layerTypes = [...new Set(opts.layerTypes?.length ? opts.layerTypes : ['tar'])];
   const done: Published[] = [];
 
   // every stanza to publish, checked before anything travels
-  const work: Array<{ file: string; name: string; descriptor: Descriptor }> = [];
+  const work: Array<{ file: string; name: string; layerType: string; descriptor: Descriptor }> = [];
   for (const file of opts.files) {
     if (opts.tags.length === 0)
       throw publishError(`can't save OCI images in ${file.path} since list of tags is empty`);
@@ -112,7 +141,33 @@ export async function publish(opts: PublishOptions): Promise<Published[]> {
           `layer needs to be rebuilt before publishing: ${layer.name} is not in the OCI layout ${opts.source.dir}; run stacker build first`,
         );
       }
-      work.push({ file: file.path, name: layer.name, descriptor });
+      const stale = async (layerType: string, d: Descriptor) => {
+        const why = await opts.check?.({ file: file.path, name: layer.name, layerType, descriptor: d });
+        if (why === undefined) return;
+        const what = layerTypeName(layer.name, layerType);
+        if (!opts.force) {
+          throw publishError(
+            `layer needs to be rebuilt before publishing: ${what} ${why}; run stacker build${layerType === 'tar' ? '' : ` --layer-type ${layerType}`} first, or publish it as it was built with --force`,
+          );
+        }
+        log.warn(`publishing ${what} as it was built, though ${why} (--force)`);
+      };
+      await stale('tar', descriptor);
+      for (const layerType of layerTypes) {
+        const tag = layerTypeName(layer.name, layerType);
+        const flavour = layerType === 'tar' ? descriptor : await opts.source.findTag(tag);
+        if (!flavour) {
+          if (opts.force) {
+            log.warn(`not publishing ${tag}: it is not in the OCI layout ${opts.source.dir} (never built)`);
+            continue;
+          }
+          throw publishError(
+            `layer needs to be rebuilt before publishing: ${layer.name} has no ${layerType} image (${tag}) in the OCI layout ${opts.source.dir}; run stacker build --layer-type ${layerType} first`,
+          );
+        }
+        if (layerType !== 'tar') await stale(layerType, flavour);
+        work.push({ file: file.path, name: layer.name, layerType, descriptor: flavour });
+      }
     }
   }
   for (const wanted of opts.images ?? []) {
@@ -141,17 +196,18 @@ export async function publish(opts: PublishOptions): Promise<Published[]> {
   let layout: LayoutTarget | undefined;
 
   for (const item of work) {
+    const layerName = layerTypeName(item.name, item.layerType);
     if (dest.kind === 'docker') {
       // every tag names the same repository: the blobs travel once, the manifest per tag
       const refs = opts.tags.map((tag) => {
-        const url = `${dest.base}/${item.name}:${tag}`;
+        const url = `${dest.base}/${item.name}:${layerTypeName(tag, item.layerType)}`;
         return { url, ref: parseImageReference(url) };
       });
       for (const { url } of refs) {
         log.info(
           opts.showOnly
             ? `would publish: ${item.file} ${item.name} to ${url}`
-            : `publishing ${item.file} ${item.name} to ${url}`,
+            : `publishing ${item.file} ${layerName} to ${url}`,
         );
       }
       if (opts.showOnly) continue;
@@ -166,19 +222,19 @@ export async function publish(opts: PublishOptions): Promise<Published[]> {
         { log, onProgress: opts.onProgress },
       );
       log.info(
-        `published ${item.name} to ${refs.map((r) => formatReference(r.ref)).join(', ')} (${s.digest}): ${s.pushed.length} blobs pushed, ${s.mounted.length} mounted, ${s.existing.length} already there`,
+        `published ${layerName} to ${refs.map((r) => formatReference(r.ref)).join(', ')} (${s.digest}): ${s.pushed.length} blobs pushed, ${s.mounted.length} mounted, ${s.existing.length} already there`,
       );
       for (const { url } of refs) done.push({ file: item.file, name: item.name, destination: url, ...s });
       continue;
     }
     for (const tag of opts.tags) {
-      const destTag = `${item.name}_${tag}`;
+      const destTag = `${item.name}_${layerTypeName(tag, item.layerType)}`;
       const destUrl = `${dest.url}:${destTag}`;
       if (opts.showOnly) {
         log.info(`would publish: ${item.file} ${item.name} to ${destUrl}`);
         continue;
       }
-      log.info(`publishing ${item.file} ${item.name} to ${destUrl}`);
+      log.info(`publishing ${item.file} ${layerName} to ${destUrl}`);
       if (!opts.openLayout) throw publishError(`publishing to ${destUrl} needs a way to open OCI layouts`);
       layout ??= await opts.openLayout(dest.dir);
       const { copied } = await copyToLayout(opts.source, item.descriptor, layout, destTag);

@@ -11,7 +11,7 @@ import { z } from 'zod';
 const schema = z.looseObject({
   type: z.literal('docker'),
   url: z.string().min(1, 'url: docker://HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]'),
-  /** Plain http, for registries without TLS. */
+  /** Don't verify the registry's certificate; plain http when it has no TLS. */
   insecure: z.boolean().optional(),
 });
 type DockerFrom = z.infer<typeof schema>;
@@ -26,7 +26,7 @@ function clientFor(ref: ImageReference, insecure: boolean, ctx: SourceContext): 
     perBuild = new Map();
     clients.set(ctx.signal, perBuild);
   }
-  const key = `${insecure ? 'http' : 'https'}://${ref.endpoint}`;
+  const key = `${insecure ? 'insecure' : 'https'}://${ref.endpoint}`;
   let c = perBuild.get(key);
   if (!c) {
     c = RegistryClient.forReference(ref, { insecure, log: ctx.log, signal: ctx.signal });
