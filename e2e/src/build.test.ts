@@ -1,9 +1,18 @@
 // The seed example (centos -> boot, web) built once as the unprivileged user, then read
 // back with skopeo, jq, tar, umoci and run with runc.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { asUser, chownTree, REPO, type Result, removeWorkdir, stacker, workdir } from './harness.js';
+import {
+  asUser,
+  chownTree,
+  REPO,
+  type Result,
+  removeWorkdir,
+  stacker,
+  USER_IDS,
+  workdir,
+} from './harness.js';
 import {
   blobPath,
   entry,
@@ -280,5 +289,110 @@ describe('SOURCE_DATE_EPOCH', () => {
       .map((l) => Date.parse(`${l.split(/\s+/)[3]}T${l.split(/\s+/)[4]}Z`) / 1000);
     expect(times.length).toBeGreaterThan(3);
     for (const t of times) expect(t).toBeLessThanOrEqual(epoch);
+  });
+});
+
+describe('with STACKER_USERNS_HELPER=newuidmap (the path for util-linux older than 2.38)', () => {
+  it('builds with the ids mapped by newuidmap/newgidmap: uid 0 inside, the subuid range behind it', () => {
+    writeFileSync(
+      join(dir, 'mapped.yaml'),
+      [
+        'mapped:',
+        '  from:',
+        '    type: tar',
+        '    url: ./centos.tar.gz',
+        '  run: |',
+        '    cat /proc/self/uid_map > /uid_map',
+        '    id -u > /id',
+        '    echo owned > /owned',
+        '    chown 1000:1000 /owned',
+        '',
+      ].join('\n'),
+    );
+    chownTree(join(dir, 'mapped.yaml'));
+    const r = stacker(['--oci-dir', 'oci-mapped', 'build', '-f', 'mapped.yaml'], {
+      cwd: dir,
+      env: { STACKER_USERNS_HELPER: 'newuidmap' },
+    });
+    expect(r.code, r.output).toBe(0);
+    expect(r.output).toContain('filesystem mapped built successfully');
+    const mapped = join(dir, 'oci-mapped');
+    const rootfs = unpack(dir, mapped, 'mapped', join(dir, 'unpacked-mapped'));
+    const map = readText(join(rootfs, 'uid_map'))
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).join(' '));
+    // newuidmap maps the whole range at 1 (unshare --map-auto maps one id fewer)
+    expect(map).toEqual([`0 ${USER_IDS.uid} 1`, '1 100000 65536']);
+    expect(readText(join(rootfs, 'id'))).toBe('0\n');
+    const owned = entry(topLayer(mapped, 'mapped'), 'owned')!;
+    expect([owned.uid, owned.gid]).toEqual([1000, 1000]);
+  });
+});
+
+describe('stacker check', () => {
+  it('reports btrfs support and creates no directory', () => {
+    const fresh = workdir('stacker-e2e-check-');
+    try {
+      const r = stacker(['check'], { cwd: fresh });
+      expect(r.code, r.output).toBe(0);
+      expect(r.stdout).toMatch(/^(ok|no) {2,}btrfs {2,}\S/m);
+      expect(r.stdout).toMatch(/^ok {2,}storage overlay {2,}usable on /m);
+      expect(readdirSync(fresh)).toEqual([]);
+      // asked for btrfs on a filesystem that is not: it fails, and still leaves nothing
+      const b = stacker(['--storage-type', 'btrfs', 'check'], { cwd: fresh });
+      expect(b.code, b.output).toBe(1);
+      expect(b.stdout).toMatch(/^FAIL {2}storage btrfs {2,}the roots dir .* not btrfs/m);
+      expect(readdirSync(fresh)).toEqual([]);
+    } finally {
+      removeWorkdir(fresh);
+    }
+  });
+});
+
+describe('the git_version annotation', () => {
+  const git = (cwd: string, ...args: string[]) =>
+    tool('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], { cwd }).trim();
+
+  it('is `git describe --tags` of the stacker file’s repository, with -dirty for changed tracked files, also when someone else owns the checkout', () => {
+    // the repository belongs to root (readable by all): inside the user namespace its
+    // owner is nobody, which git's safe.directory check refuses unless told otherwise
+    const repo = join(dir, 'repo');
+    mkdirSync(repo);
+    copyFileSync(join(dir, 'centos.tar.gz'), join(repo, 'centos.tar.gz'));
+    writeFileSync(
+      join(repo, 'stacker.yaml'),
+      'gitted:\n  from:\n    type: tar\n    url: ./centos.tar.gz\n  run: echo hi > /hi\n',
+    );
+    git(repo, 'init', '-q');
+    git(repo, 'add', '.');
+    git(repo, 'commit', '-q', '-m', 'first');
+    git(repo, 'tag', 'v1');
+    tool('chmod', ['-R', 'a+rX', repo]);
+    tool('chown', ['root:root', repo]);
+    const annotation = (oci: string) =>
+      skopeo(join(dir, oci), 'gitted', 'raw').annotations['io.stackeroci.stacker.git_version'];
+
+    const clean = stacker(['--oci-dir', 'oci-git', 'build', '-f', 'repo/stacker.yaml'], { cwd: dir });
+    expect(clean.code, clean.output).toBe(0);
+    expect(git(repo, 'describe', '--tags')).toBe('v1');
+    expect(annotation('oci-git')).toBe('v1');
+
+    // untracked files do not count; a changed tracked file does
+    writeFileSync(join(repo, 'untracked.txt'), 'x');
+    writeFileSync(
+      join(repo, 'stacker.yaml'),
+      `${readText(join(repo, 'stacker.yaml'))}  labels:\n    l: dirty\n`,
+    );
+    const dirty = stacker(['--oci-dir', 'oci-git-dirty', 'build', '-f', 'repo/stacker.yaml'], { cwd: dir });
+    expect(dirty.code, dirty.output).toBe(0);
+    expect(annotation('oci-git-dirty')).toBe('v1-dirty');
+
+    // a commit after the tag: describe's v1-1-g<hash>
+    git(repo, 'commit', '-q', '-am', 'second');
+    const after = stacker(['--oci-dir', 'oci-git-after', 'build', '-f', 'repo/stacker.yaml'], { cwd: dir });
+    expect(after.code, after.output).toBe(0);
+    expect(annotation('oci-git-after')).toBe(git(repo, 'describe', '--tags'));
+    expect(annotation('oci-git-after')).toMatch(/^v1-1-g[0-9a-f]+$/);
   });
 });

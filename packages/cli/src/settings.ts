@@ -19,9 +19,14 @@ const configFile = z
   })
   .strict();
 
+/**
+ * Where stacker looks for its config file without --config: `$XDG_CONFIG_HOME/conf.yaml`
+ * when XDG_CONFIG_HOME is set (stacker's own rule: no `stacker/` below it), else
+ * `~/.config/stacker/conf.yaml`.
+ */
 export function defaultConfigPath(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config');
-  return join(base, 'stacker', 'conf.yaml');
+  if (env.XDG_CONFIG_HOME) return join(env.XDG_CONFIG_HOME, 'conf.yaml');
+  return join(env.HOME || homedir(), '.config', 'stacker', 'conf.yaml');
 }
 
 export interface GlobalFlagValues {
@@ -34,6 +39,8 @@ export interface GlobalFlagValues {
 }
 
 export interface Settings {
+  /** The work dir (--work-dir or `work_dir`), absolute; '' when neither is given. */
+  workDir?: string;
   stackerDir: string;
   ociDir: string;
   rootsDir: string;
@@ -44,7 +51,11 @@ export interface Settings {
   sourceDateEpoch?: number;
 }
 
-/** Flags win over the config file, which wins over the defaults (stacker's rules). */
+/**
+ * Flags win over the config file, which wins over the defaults (stacker's rules): a
+ * directory the config file names is used as it is, one left to its default goes under
+ * the work dir; relative paths are taken from `cwd`. STACKER_RUNTIME wins over `runtime`.
+ */
 export function resolveSettings(flags: GlobalFlagValues, cwd = process.cwd(), env = process.env): Settings {
   const configPath = flags.config ?? defaultConfigPath(env);
   let file: z.infer<typeof configFile> = {};
@@ -67,9 +78,8 @@ export function resolveSettings(flags: GlobalFlagValues, cwd = process.cwd(), en
       );
     }
     file = parsed.data;
-  } else if (flags.config !== undefined) {
-    throw new UserError('config', `config file ${flags.config} does not exist`, { file: flags.config });
   }
+  // a config file that does not exist, even one named by --config, is no config (as in stacker)
   const workDir = flags['work-dir'] ?? file.work_dir;
   const pick = (flag: string | undefined, fromFile: string | undefined, dflt: string) => {
     if (flag !== undefined) return resolve(cwd, flag);
@@ -84,6 +94,7 @@ export function resolveSettings(flags: GlobalFlagValues, cwd = process.cwd(), en
     );
   }
   const settings: Settings = {
+    workDir: workDir === undefined || workDir === '' ? '' : resolve(cwd, workDir),
     stackerDir: pick(flags['stacker-dir'], file.stacker_dir, '.stacker'),
     ociDir: pick(flags['oci-dir'], file.oci_dir, 'oci'),
     rootsDir,

@@ -36,6 +36,7 @@ export async function loadStackerFiles(
       STACKER_ROOTFS_DIR: settings.rootsDir,
       STACKER_STACKER_DIR: settings.stackerDir,
       STACKER_OCI_DIR: settings.ociDir,
+      STACKER_WORK_DIR: settings.workDir ?? '',
     },
     requireHash: flags['require-hash'],
   });

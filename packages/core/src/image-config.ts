@@ -73,12 +73,18 @@ export function buildImageConfig(
 
   const diffIds = [...(base?.rootfs.diff_ids ?? [])];
   if (layer) diffIds.push(layer.diffId);
+  // As stacker: the image is for the platform the stanza names, else for this machine (it
+  // was built here, its run steps ran here), whatever the base image says.
+  const architecture = s.arch ?? host.architecture;
+  const os = s.os ?? host.os;
+  // a variant (arm's v7, v8) only means something for the architecture it came with
+  const variant = base?.variant && base.architecture === architecture ? base.variant : undefined;
   return {
     created: meta.created,
     author: meta.author,
-    architecture: s.arch ?? base?.architecture ?? host.architecture,
-    os: s.os ?? base?.os ?? host.os,
-    ...(base?.variant && !s.arch ? { variant: base.variant } : {}),
+    architecture,
+    os,
+    ...(variant ? { variant } : {}),
     config,
     rootfs: { type: 'layers', diff_ids: diffIds },
     history: [

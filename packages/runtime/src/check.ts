@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Options } from 'execa';
@@ -7,7 +7,17 @@ import type { Options } from 'execa';
 const execa = async <O extends Options = Options>(file: string, args: readonly string[], options?: O) =>
   (await import('execa')).execa(file, args, options as O);
 
-import { currentUser, idmapHelperPrivileged, reexecMode, subidRange, unshareFlags } from './userns.js';
+import {
+  currentUser,
+  idmapHelperPrivileged,
+  reexecMode,
+  spawnUnshared,
+  subidRange,
+  type UsernsHelper,
+  unshareFlags,
+  unshareHasMapAuto,
+  usernsHelper,
+} from './userns.js';
 import { which } from './which.js';
 
 /** One line of `stacker check`. */
@@ -17,6 +27,10 @@ export interface CheckItem {
   detail: string;
   /** What to do when not ok. */
   fix?: string;
+  /** Nice to have: when absent, `ok` stays true and `detail` says so. */
+  optional?: boolean;
+  /** For an optional item: is the thing there? */
+  present?: boolean;
 }
 
 export interface CheckHostOptions {
@@ -76,15 +90,26 @@ export async function checkHost(opts: CheckHostOptions = {}): Promise<CheckItem[
     const r = await execa(unshare, ['--version'], { reject: false });
     unshareVersion = (r.stdout.match(/\d+\.\d+(\.\d+)?/) ?? [''])[0];
   }
-  const unshareNew = versionAtLeast(unshareVersion, [2, 38]);
+  // an unshare without --map-auto (util-linux < 2.38) is enough: newuidmap writes the maps
+  let helper: UsernsHelper = 'unshare';
+  let helperError: string | undefined;
+  try {
+    helper = usernsHelper(process.env, unshare);
+  } catch (e) {
+    helperError = (e as Error).message;
+  }
+  const mapAuto = unshare !== undefined && unshareHasMapAuto(unshare);
   items.push({
     name: 'unshare',
-    ok: unshare !== undefined && unshareNew,
-    detail: unshare ? `${unshare} (util-linux ${unshareVersion || 'unknown version'})` : 'not found',
-    fix:
-      unshare && unshareNew
-        ? undefined
-        : 'install util-linux 2.38 or newer (it provides `unshare --map-auto`)',
+    ok: unshare !== undefined && (helperError === undefined || mode === 'mountns'),
+    detail: !unshare
+      ? 'not found'
+      : `${unshare} (util-linux ${unshareVersion || 'unknown version'}${mapAuto ? '' : ', no --map-auto'})${
+          mode === 'userns'
+            ? `; id maps written by ${helper === 'unshare' ? 'unshare --map-auto' : 'newuidmap/newgidmap'}`
+            : ''
+        }`,
+    fix: !unshare ? 'install util-linux' : helperError,
   });
 
   const runtime = opts.runtime ?? 'runc';
@@ -101,7 +126,7 @@ export async function checkHost(opts: CheckHostOptions = {}): Promise<CheckItem[
     fix: runtimePath ? undefined : `install ${runtime} (e.g. \`sudo apt-get install ${runtime}\`)`,
   });
 
-  items.push(...(await tryInNamespace(mode, unshare, opts.dir ?? tmpdir())));
+  items.push(...(await tryInNamespace(mode, helper, unshare, opts.dir ?? tmpdir())));
   return items;
 }
 
@@ -124,18 +149,27 @@ cd / && rm -rf "$1"
 
 async function tryInNamespace(
   mode: 'userns' | 'mountns',
+  helper: UsernsHelper,
   unshare: string | undefined,
-  parent: string,
+  dirToTry: string,
 ): Promise<CheckItem[]> {
+  let parent = dirToTry;
   const kernel = release();
   const kernelOk = versionAtLeast(kernel, [5, 11]);
   const nsName = mode === 'userns' ? 'user namespace' : 'mount namespace';
   if (!unshare) {
     return [{ name: nsName, ok: false, detail: 'unshare not found', fix: 'install util-linux' }];
   }
-  const dir = await mkdtemp(join(parent, '.stacker-check-'));
+  // a directory we may not write to (the roots dir's parent, say): try the temp dir instead
+  let dir: string;
   try {
-    const r = await execa(unshare, [...unshareFlags(mode), 'sh', '-c', TRIAL, 'sh', dir], { reject: false });
+    dir = await mkdtemp(join(parent, '.stacker-check-'));
+  } catch {
+    parent = tmpdir();
+    dir = await mkdtemp(join(parent, '.stacker-check-'));
+  }
+  try {
+    const r = await runUnshared(mode, helper, ['sh', '-c', TRIAL, 'sh', dir]);
     const results = new Map<string, string>();
     for (const line of r.stdout.split('\n')) {
       const i = line.indexOf(' ');
@@ -147,7 +181,7 @@ async function tryInNamespace(
         name: nsName,
         ok: entered,
         detail: entered
-          ? `unshare ${unshareFlags(mode).join(' ')} works`
+          ? `unshare ${unshareFlags(mode, helper).join(' ')} works${mode === 'userns' && helper === 'newuidmap' ? ' (maps by newuidmap/newgidmap)' : ''}`
           : `unshare failed: ${oneLine(r.stderr) || `exit ${r.exitCode}`}`,
         fix: entered
           ? undefined
@@ -188,6 +222,91 @@ async function tryInNamespace(
   } finally {
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** Run `argv` as a re-exec would, collecting its output (never throws). */
+async function runUnshared(
+  mode: 'userns' | 'mountns',
+  helper: UsernsHelper,
+  argv: string[],
+): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
+  let stdout = '';
+  let stderr = '';
+  try {
+    const child = await spawnUnshared(argv, { mode, helper, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exitCode = await new Promise<number | null>((resolve) => {
+      child.once('error', (e) => {
+        stderr += e.message;
+        resolve(null);
+      });
+      child.once('close', (code) => resolve(code));
+    });
+    return { stdout, stderr, exitCode };
+  } catch (e) {
+    return { stdout, stderr: `${stderr}${(e as Error).message}`, exitCode: null };
+  }
+}
+
+/**
+ * Can this machine use the btrfs storage driver (optional: overlay is the default)?
+ * btrfs-progs must be installed and the kernel must know btrfs, built in, loaded or as a
+ * module it can load.
+ */
+export interface BtrfsSupportOptions {
+  /** Find a tool (default: `which`). */
+  lookup?: (tool: string) => string | undefined;
+  /** Override /proc/filesystems. */
+  procFilesystems?: string;
+  /** Override /lib/modules/$(uname -r). */
+  modulesDir?: string;
+}
+
+export async function btrfsSupport(required = false, opts: BtrfsSupportOptions = {}): Promise<CheckItem> {
+  const lookup = opts.lookup ?? ((t: string) => which(t));
+  const tools = ['btrfs', 'mkfs.btrfs'].map((t) => [t, lookup(t)] as const);
+  const missing = tools.filter(([, p]) => !p).map(([t]) => t);
+  const kernel = await kernelHasBtrfs(
+    opts.procFilesystems ?? '/proc/filesystems',
+    opts.modulesDir ?? join('/lib/modules', release()),
+  );
+  const present = missing.length === 0 && kernel !== undefined;
+  const parts = [
+    missing.length === 0 ? `btrfs-progs (${tools.map(([, p]) => p).join(', ')})` : `no ${missing.join(', ')}`,
+    kernel ? `kernel btrfs ${kernel}` : `kernel ${release()} has no btrfs`,
+  ];
+  const fix = [
+    ...(missing.length ? ['install btrfs-progs (e.g. `sudo apt-get install btrfs-progs`)'] : []),
+    ...(kernel ? [] : ['use a kernel with btrfs (CONFIG_BTRFS_FS)']),
+  ].join('; ');
+  return {
+    name: 'btrfs',
+    ok: present || !required,
+    optional: !required,
+    present,
+    detail: required
+      ? parts.join('; ')
+      : `${parts.join('; ')} (optional: only --storage-type=btrfs needs it)`,
+    fix: fix || undefined,
+  };
+}
+
+async function kernelHasBtrfs(procFilesystems: string, mods: string): Promise<string | undefined> {
+  const filesystems = await readFile(procFilesystems, 'utf8').catch(() => '');
+  if (/\sbtrfs$/m.test(filesystems)) return '(in /proc/filesystems)';
+  const builtin = await readFile(join(mods, 'modules.builtin'), 'utf8').catch(() => '');
+  if (/\/btrfs\.ko$/m.test(builtin)) return '(built in)';
+  const dep = await readFile(join(mods, 'modules.dep'), 'utf8').catch(() => '');
+  if (/\/btrfs\.ko(\.[a-z]+)?:/m.test(dep)) return '(module, loaded on first mount)';
+  // some distributions ship no modules.dep: look for the module file itself
+  const dir = await readdir(join(mods, 'kernel/fs/btrfs')).catch(() => [] as string[]);
+  if (dir.some((f) => f.startsWith('btrfs.ko'))) return '(module, loaded on first mount)';
+  return undefined;
 }
 
 function oneLine(s: string): string {

@@ -28,14 +28,35 @@ export function idmapHelperNotPrivileged(tool: string, path: string): UserError 
 export function unshareMissing(): UserError {
   return new UserError(
     'runtime-no-unshare',
-    `unshare (util-linux 2.38 or newer) was not found on PATH; install util-linux, then ${CHECK}.`,
+    `unshare was not found on PATH; install util-linux (e.g. \`sudo apt-get install util-linux\`), then ${CHECK}.`,
+  );
+}
+
+export function badUsernsHelper(value: string): UserError {
+  return new UserError(
+    'runtime-bad-userns-helper',
+    `STACKER_USERNS_HELPER=${value} is not known; set it to \`unshare\` or \`newuidmap\` (or unset it), then ${CHECK}.`,
+  );
+}
+
+export function idmapHelperFailed(command: string, why: string): UserError {
+  return new UserError(
+    'runtime-idmap-failed',
+    `\`${command}\` failed (${why}), so the user namespace has no id maps; ${CHECK}.`,
+  );
+}
+
+export function namespaceNotEntered(unshare: string): UserError {
+  return new UserError(
+    'runtime-unshare-failed',
+    `${unshare} could not create a user namespace (its error is above); ${CHECK}.`,
   );
 }
 
 export function runtimeMissing(runtime: string): UserError {
   return new UserError(
     'runtime-no-runc',
-    `the OCI runtime \`${runtime}\` was not found; install runc (e.g. \`sudo apt-get install runc\`) or pass another one with --runtime, then ${CHECK}.`,
+    `the OCI runtime \`${runtime}\` was not found; install runc (e.g. \`sudo apt-get install runc\`) or name another one with the STACKER_RUNTIME environment variable or the \`runtime\` key of the config file (~/.config/stacker/conf.yaml), then ${CHECK}.`,
   );
 }
 

@@ -5,17 +5,22 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkHost, versionAtLeast } from './check.js';
+import { btrfsSupport, checkHost, versionAtLeast } from './check.js';
+import { runtimeMissing } from './errors.js';
 import { ALL_CAPABILITIES, availableCapabilities, bundleConfig, createInRoot, makeBundle } from './runc.js';
 import { runScript, writeRunScript } from './script.js';
 import {
+  assertCanReexec,
   inUserNamespace,
   needsReexec,
   REEXEC_ENV,
   reexecArgs,
   subidRange,
+  USERNS_HELPER_ENV,
   uidMapIsIdentity,
   unshareFlags,
+  unshareHasMapAuto,
+  usernsHelper,
 } from './userns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -100,7 +105,7 @@ describe('bundle config', () => {
         '/dev/pts devpts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620',
         '/dev/shm tmpfs shm nosuid,noexec,nodev,mode=1777,size=65536k',
         '/dev/mqueue mqueue mqueue nosuid,noexec,nodev',
-        '/sys bind /sys rbind,nosuid,noexec,nodev,ro',
+        '/sys bind /sys rbind,nosuid,noexec,nodev,rro',
       ],
     );
   });
@@ -240,6 +245,144 @@ describe('user namespace helpers', () => {
     expect(unshareFlags('mountns')).toEqual(['--mount', '--fork']);
   });
 
+  it('builds the newuidmap fallback command line: an unmapped namespace where sh waits for its maps', () => {
+    const r = reexecArgs(['node', '/x/bin/run', 'build'], {
+      mode: 'userns',
+      helper: 'newuidmap',
+      execPath: '/n',
+      execArgv: [],
+    });
+    expect(r.args.slice(0, 6)).toEqual(['--user', '--mount', '--fork', '--', '/bin/sh', '-c']);
+    expect(r.args[6]).toContain('read -r go <&3');
+    expect(r.args[6]).toContain('exec "$0" "$@"');
+    expect(r.args.slice(7)).toEqual(['/n', '/x/bin/run', 'build']);
+    expect(unshareFlags('userns', 'newuidmap')).not.toContain('--map-auto');
+    // root needs no maps: same command whatever the helper
+    expect(
+      reexecArgs(['node', 's'], { mode: 'mountns', helper: 'newuidmap', execPath: '/n', execArgv: [] }).args,
+    ).toEqual(['--mount', '--fork', '--', '/n', 's']);
+  });
+
+  it('probes unshare for --map-auto and lets STACKER_USERNS_HELPER force the helper', async () => {
+    const fresh = join(tmp, 'unshare-new');
+    const old = join(tmp, 'unshare-old');
+    await writeFile(fresh, '\0map-root-user\0map-auto\0map-users\0', { mode: 0o755 });
+    await writeFile(old, '\0map-root-user\0map-current-user\0', { mode: 0o755 });
+    expect(unshareHasMapAuto(fresh)).toBe(true);
+    expect(unshareHasMapAuto(old)).toBe(false);
+    expect(usernsHelper({}, fresh)).toBe('unshare');
+    expect(usernsHelper({}, old)).toBe('newuidmap');
+    expect(usernsHelper({ [USERNS_HELPER_ENV]: 'newuidmap' }, fresh)).toBe('newuidmap');
+    expect(usernsHelper({ [USERNS_HELPER_ENV]: 'unshare' }, old)).toBe('unshare');
+    expect(() => usernsHelper({ [USERNS_HELPER_ENV]: 'bogus' }, fresh)).toThrow(
+      /^STACKER_USERNS_HELPER=bogus is not known; .*run `stacker check` for details\.$/,
+    );
+  });
+
+  describe('assertCanReexec says what is missing in one sentence pointing at stacker check', () => {
+    let files: { subuid: string; subgid: string; empty: string; passwd: string; bin: string };
+    beforeAll(async () => {
+      const d = join(tmp, 'assert');
+      await mkdir(join(d, 'bin'), { recursive: true });
+      files = {
+        subuid: join(d, 'subuid'),
+        subgid: join(d, 'subgid'),
+        empty: join(d, 'empty'),
+        passwd: join(d, 'passwd'),
+        bin: join(d, 'bin'),
+      };
+      await writeFile(files.subuid, 'alice:100000:65536\n');
+      await writeFile(files.subgid, 'alice:100000:65536\n');
+      await writeFile(files.empty, '');
+      await writeFile(files.passwd, 'alice:x:1500:1500::/home/alice:/bin/sh\n');
+      // executable but neither setuid nor with file capabilities
+      for (const t of ['newuidmap', 'newgidmap'])
+        await writeFile(join(d, 'bin', t), '#!/bin/sh\n', { mode: 0o755 });
+    });
+    const oneSentence = /^[^\n]*run `stacker check` for details\.$/;
+    const real = (t: string) => (t === 'unshare' ? '/usr/bin/unshare' : `/usr/bin/${t}`);
+    const message = (f: () => void): string => {
+      try {
+        f();
+      } catch (e) {
+        return (e as Error).message;
+      }
+      throw new Error('no error');
+    };
+
+    it('no subuid range', () => {
+      const m = message(() =>
+        assertCanReexec('userns', {
+          user: 'alice',
+          subuidFile: files.empty,
+          subgidFile: files.subgid,
+          passwdFile: files.passwd,
+          lookup: real,
+        }),
+      );
+      expect(m).toMatch(/^user alice has no range in \/etc\/subuid; /);
+      expect(m).toMatch(oneSentence);
+    });
+
+    it('no subgid range', () => {
+      const m = message(() =>
+        assertCanReexec('userns', {
+          user: 'alice',
+          subuidFile: files.subuid,
+          subgidFile: files.empty,
+          passwdFile: files.passwd,
+          lookup: real,
+        }),
+      );
+      expect(m).toMatch(/^user alice has no range in \/etc\/subgid; /);
+      expect(m).toMatch(oneSentence);
+    });
+
+    const ranges = () => ({
+      user: 'alice',
+      subuidFile: files.subuid,
+      subgidFile: files.subgid,
+      passwdFile: files.passwd,
+    });
+
+    it('newuidmap missing', () => {
+      const m = message(() =>
+        assertCanReexec('userns', { ...ranges(), lookup: (t) => (t === 'unshare' ? real(t) : undefined) }),
+      );
+      expect(m).toMatch(/^newuidmap was not found; install the `uidmap` package/);
+      expect(m).toMatch(oneSentence);
+    });
+
+    it('newuidmap not setuid', () => {
+      const m = message(() =>
+        assertCanReexec('userns', {
+          ...ranges(),
+          lookup: (t) => (t === 'unshare' ? real(t) : join(files.bin, t)),
+        }),
+      );
+      expect(m).toContain(`${join(files.bin, 'newuidmap')} is neither setuid root nor has file capabilities`);
+      expect(m).toMatch(oneSentence);
+    });
+
+    it('unshare missing, also for root', () => {
+      const m = message(() => assertCanReexec('mountns', { lookup: () => undefined }));
+      expect(m).toMatch(/^unshare was not found/);
+      expect(m).toMatch(oneSentence);
+    });
+
+    it('passes when everything is there', () => {
+      expect(() => assertCanReexec('userns', { ...ranges(), lookup: real })).not.toThrow();
+    });
+  });
+
+  it('a missing OCI runtime names the knobs that exist: STACKER_RUNTIME and the config key runtime', () => {
+    const m = runtimeMissing('crun').message;
+    expect(m).toContain('STACKER_RUNTIME');
+    expect(m).toContain('`runtime` key of the config file');
+    expect(m).not.toContain('--runtime');
+    expect(m).toMatch(/^the OCI runtime `crun` was not found; [^\n]*run `stacker check` for details\.$/);
+  });
+
   it('compares versions', () => {
     expect(versionAtLeast('2.38.1', [2, 38])).toBe(true);
     expect(versionAtLeast('2.37.4', [2, 38])).toBe(false);
@@ -250,6 +393,48 @@ describe('user namespace helpers', () => {
 });
 
 const NAMES = ['subuid range', 'subgid range', 'newuidmap', 'newgidmap', 'unshare', 'runc'];
+
+describe('btrfs support (optional)', () => {
+  it('is reported without failing when btrfs-progs or the kernel module are absent', async () => {
+    const none = join(tmp, 'no-such-file');
+    const absent = await btrfsSupport(false, {
+      lookup: () => undefined,
+      procFilesystems: none,
+      modulesDir: none,
+    });
+    expect(absent).toMatchObject({ name: 'btrfs', ok: true, optional: true, present: false });
+    expect(absent.detail).toMatch(/^no btrfs, mkfs\.btrfs; kernel \S+ has no btrfs \(optional: /);
+    expect(absent.fix).toContain('install btrfs-progs');
+    // with --storage-type=btrfs it is required
+    expect(
+      await btrfsSupport(true, { lookup: () => undefined, procFilesystems: none, modulesDir: none }),
+    ).toMatchObject({ ok: false, present: false });
+  });
+
+  it('finds the tools and a loadable module', async () => {
+    const mods = join(tmp, 'modules');
+    await mkdir(mods, { recursive: true });
+    await writeFile(
+      join(mods, 'modules.dep'),
+      'kernel/fs/btrfs/btrfs.ko.xz: kernel/lib/raid6/raid6_pq.ko.xz\n',
+    );
+    const fs = join(tmp, 'filesystems');
+    await writeFile(fs, 'nodev\tproc\n\text4\n');
+    const item = await btrfsSupport(false, {
+      lookup: (t) => `/x/${t}`,
+      procFilesystems: fs,
+      modulesDir: mods,
+    });
+    expect(item).toMatchObject({ ok: true, present: true });
+    expect(item.detail).toContain(
+      'btrfs-progs (/x/btrfs, /x/mkfs.btrfs); kernel btrfs (module, loaded on first mount)',
+    );
+  });
+
+  it('on this machine (btrfs-progs is installed for the btrfs e2e tests)', async () => {
+    expect(await btrfsSupport()).toMatchObject({ ok: true, present: true });
+  });
+});
 
 describe('checkHost on this machine', () => {
   it('finds everything in place for the current user', async () => {
@@ -277,6 +462,34 @@ describe('checkHost on this machine', () => {
     expect(items.filter((i) => !i.ok)).toEqual([]);
     expect(items[0].detail).toBe(`${TEST_USER}:100000:65536 in /etc/subuid`);
   });
+
+  it.runIf(isRoot && haveTestUser)('tries the namespace with newuidmap when told to', () => {
+    const script = `import(${JSON.stringify(join(pkg, 'dist/index.js'))}).then(async (m) => console.log(JSON.stringify(await m.checkHost())))`;
+    const out = execFileSync(
+      'runuser',
+      [
+        '-u',
+        TEST_USER,
+        '--',
+        'env',
+        `${USERNS_HELPER_ENV}=newuidmap`,
+        process.execPath,
+        '--input-type=module',
+        '-e',
+        script,
+      ],
+      { cwd: '/tmp', encoding: 'utf8' },
+    );
+    const items = JSON.parse(out) as { name: string; ok: boolean; detail: string }[];
+    expect(items.filter((i) => !i.ok)).toEqual([]);
+    expect(items.find((i) => i.name === 'unshare')?.detail).toContain(
+      'id maps written by newuidmap/newgidmap',
+    );
+    expect(items.find((i) => i.name === 'user namespace')?.detail).toBe(
+      'unshare --user --mount --fork works (maps by newuidmap/newgidmap)',
+    );
+    expect(items.find((i) => i.name === 'overlay (userxattr)')?.ok).toBe(true);
+  });
 });
 
 interface Run {
@@ -285,14 +498,17 @@ interface Run {
 }
 
 /** Run the fixture (as the test user when we are root), optionally SIGTERM-ing it. */
-function runFixture(script: string, opts: { asTestUser: boolean; termAfterLine?: string }): Promise<Run> {
+function runFixture(
+  script: string,
+  opts: { asTestUser: boolean; termAfterLine?: string; env?: Record<string, string> },
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const dir = join(tmp, `run-${Math.random().toString(16).slice(2)}`);
     execFileSync('mkdir', ['-m', '777', dir]);
     const [cmd, args] = opts.asTestUser
       ? ['runuser', ['-u', TEST_USER, '--', process.execPath, fixture, dir, script]]
       : [process.execPath, [fixture, dir, script]];
-    const env = { ...process.env };
+    const env = { ...process.env, ...opts.env };
     delete env[REEXEC_ENV];
     const child = spawn(cmd as string, args as string[], {
       cwd: '/tmp',
@@ -322,6 +538,34 @@ function runFixture(script: string, opts: { asTestUser: boolean; termAfterLine?:
   });
 }
 
+describe('the newuidmap fallback', () => {
+  it.runIf(isRoot && haveTestUser)(
+    'runs a command as uid 0 with the caller and its subordinate range mapped',
+    () => {
+      const script = `import(${JSON.stringify(join(pkg, 'dist/index.js'))}).then(async (m) => {
+        const c = await m.spawnUnshared(['sh', '-c', 'cat /proc/self/uid_map; id -u; id -g; grep CapEff /proc/self/status'], { mode: 'userns', helper: 'newuidmap' });
+        c.on('exit', (code) => process.exit(code ?? 99));
+      })`;
+      const out = execFileSync(
+        'runuser',
+        ['-u', TEST_USER, '--', process.execPath, '--input-type=module', '-e', script],
+        { cwd: '/tmp', encoding: 'utf8' },
+      );
+      const uid = execFileSync('id', ['-u', TEST_USER], { encoding: 'utf8' }).trim();
+      const lines = out.trim().split('\n');
+      expect(lines.slice(0, 4).map((l) => l.trim().split(/\s+/).join(' '))).toEqual([
+        `0 ${uid} 1`,
+        '1 100000 65536',
+        '0',
+        '0',
+      ]);
+      // it exec'd after the maps were written, so it kept root's capabilities in the namespace
+      expect(lines[4]).toMatch(/^CapEff:\s*0*1f*$/);
+      expect(lines[4]).not.toMatch(/^CapEff:\s*0+$/);
+    },
+  );
+});
+
 describe('runc in a busybox rootfs', () => {
   it.runIf(isRoot && haveTestUser)(
     'runs as uid 0 of the user namespace, unprivileged, and passes the exit code on',
@@ -337,6 +581,25 @@ describe('runc in a busybox rootfs', () => {
         'out: state',
       ]);
       expect(r.code).toBe(7);
+    },
+  );
+
+  it.runIf(isRoot && haveTestUser)(
+    'with STACKER_USERNS_HELPER=newuidmap, maps ids with newuidmap/newgidmap and runc still runs',
+    async () => {
+      const r = await runFixture('id -u; cat /proc/self/uid_map /proc/self/gid_map; exit 6', {
+        asTestUser: true,
+        env: { [USERNS_HELPER_ENV]: 'newuidmap' },
+      });
+      expect(r.lines).toEqual([
+        'inUserNamespace: true',
+        'out: 0',
+        'out:          0       1001          1',
+        'out:          1     100000      65536',
+        'out:          0       1001          1',
+        'out:          1     100000      65536',
+      ]);
+      expect(r.code).toBe(6);
     },
   );
 
@@ -367,4 +630,14 @@ describe('runc in a busybox rootfs', () => {
       expect(r.code).toBe(137);
     },
   );
+
+  it.runIf(isRoot && haveTestUser)('forwards SIGTERM the same way with the newuidmap helper', async () => {
+    const r = await runFixture('echo started; sleep 60; echo not-reached', {
+      asTestUser: true,
+      termAfterLine: 'out: started',
+      env: { [USERNS_HELPER_ENV]: 'newuidmap' },
+    });
+    expect(r.lines).toEqual(['inUserNamespace: true', 'out: started', 'got SIGTERM']);
+    expect(r.code).toBe(137);
+  });
 });

@@ -1,8 +1,17 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, execFile, type SpawnOptions, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as osConstants, userInfo } from 'node:os';
-import { idmapHelperMissing, idmapHelperNotPrivileged, noSubidRange, unshareMissing } from './errors.js';
+import type { Duplex } from 'node:stream';
+import {
+  badUsernsHelper,
+  idmapHelperFailed,
+  idmapHelperMissing,
+  idmapHelperNotPrivileged,
+  namespaceNotEntered,
+  noSubidRange,
+  unshareMissing,
+} from './errors.js';
 import { which } from './which.js';
 
 /**
@@ -139,18 +148,75 @@ export function idmapHelperPrivileged(path: string): boolean {
   }
 }
 
+/** Forces how the user namespace gets its id maps: `newuidmap` or `unshare` (default: probe). */
+export const USERNS_HELPER_ENV = 'STACKER_USERNS_HELPER';
+
+/**
+ * Who writes the id maps of a new user namespace: util-linux `unshare --map-auto
+ * --map-root-user` (2.38 and newer), or this process calling newuidmap/newgidmap on a
+ * child that waits in an unmapped namespace (for older unshare).
+ */
+export type UsernsHelper = 'unshare' | 'newuidmap';
+
+let mapAutoProbe: { unshare: string; ok: boolean } | undefined;
+
+/**
+ * Does this `unshare` know `--map-auto`? Asked once per process. The option's name is
+ * looked for in the binary itself (its long-option table): a quarter of a millisecond,
+ * where running `unshare --help` costs every start of stacker about ten; the help text is
+ * asked only when the binary cannot be read.
+ */
+export function unshareHasMapAuto(unshare: string | undefined = which('unshare')): boolean {
+  if (!unshare) return false;
+  if (mapAutoProbe?.unshare !== unshare) {
+    let ok: boolean;
+    try {
+      ok = readFileSync(unshare).includes('map-auto\0');
+    } catch {
+      const r = spawnSync(unshare, ['--help'], { encoding: 'utf8', timeout: 10_000 });
+      ok = `${r.stdout ?? ''}`.includes('--map-auto');
+    }
+    mapAutoProbe = { unshare, ok };
+  }
+  return mapAutoProbe.ok;
+}
+
+/** The helper to use: the one STACKER_USERNS_HELPER names, else unshare when it has --map-auto. */
+export function usernsHelper(env: NodeJS.ProcessEnv = process.env, unshare?: string): UsernsHelper {
+  const forced = env[USERNS_HELPER_ENV];
+  if (forced === 'newuidmap' || forced === 'unshare') return forced;
+  if (forced) throw badUsernsHelper(forced);
+  return unshareHasMapAuto(unshare ?? which('unshare')) ? 'unshare' : 'newuidmap';
+}
+
+export interface AssertReexecOptions {
+  /** Override /etc/subuid. */
+  subuidFile?: string;
+  /** Override /etc/subgid. */
+  subgidFile?: string;
+  /** Override /etc/passwd. */
+  passwdFile?: string;
+  /** Override the user (default: the current one). */
+  user?: string;
+  /** Find a tool (default: `which`). */
+  lookup?: (tool: string) => string | undefined;
+}
+
 /**
  * Throw a user error naming what is missing to enter a user namespace as this user;
- * does nothing for root (which needs no id mapping).
+ * for root (which needs no id mapping) only unshare is needed.
  */
-export function assertCanReexec(mode: ReexecMode = reexecMode()): void {
-  if (!which('unshare')) throw unshareMissing();
+export function assertCanReexec(mode: ReexecMode = reexecMode(), opts: AssertReexecOptions = {}): void {
+  const lookup = opts.lookup ?? ((tool: string) => which(tool));
+  if (!lookup('unshare')) throw unshareMissing();
   if (mode === 'mountns') return;
-  const me = currentUser();
-  if (!subidRange(me.name, 'uid')) throw noSubidRange(me.name, '/etc/subuid');
-  if (!subidRange(me.name, 'gid')) throw noSubidRange(me.name, '/etc/subgid');
+  const user = opts.user ?? currentUser().name;
+  if (!subidRange(user, 'uid', { file: opts.subuidFile, passwdFile: opts.passwdFile }))
+    throw noSubidRange(user, '/etc/subuid');
+  if (!subidRange(user, 'gid', { file: opts.subgidFile, passwdFile: opts.passwdFile }))
+    throw noSubidRange(user, '/etc/subgid');
   for (const tool of ['newuidmap', 'newgidmap']) {
-    const p = which(tool);
+    const p = lookup(tool);
     if (!p) throw idmapHelperMissing(tool);
     if (!idmapHelperPrivileged(p)) throw idmapHelperNotPrivileged(tool, p);
   }
@@ -161,11 +227,38 @@ export interface ReexecCommand {
   args: string[];
 }
 
-/** The flags `unshare` needs for a mode (also used by `checkHost` to try things). */
-export function unshareFlags(mode: ReexecMode): string[] {
-  return mode === 'userns'
+/**
+ * The flags `unshare` needs for a mode (also used by `checkHost` to try things). With the
+ * newuidmap helper, the user namespace starts without maps: the caller writes them.
+ */
+export function unshareFlags(mode: ReexecMode, helper: UsernsHelper = 'unshare'): string[] {
+  if (mode === 'mountns') return ['--mount', '--fork'];
+  return helper === 'unshare'
     ? ['--user', '--map-auto', '--map-root-user', '--mount', '--fork']
-    : ['--mount', '--fork'];
+    : ['--user', '--mount', '--fork'];
+}
+
+/** The fd on which a child waiting for its id maps talks to its parent. */
+const HANDSHAKE_FD = 3;
+
+// Runs in the unmapped namespace: says its pid, waits for `go` (the maps are written),
+// closes the handshake fd and becomes the real program, which thus starts as uid 0 with
+// its capabilities (exec as an unmapped uid would drop them).
+const WAIT_FOR_MAPS = `echo $$ >&${HANDSHAKE_FD} && read -r go <&${HANDSHAKE_FD} && [ "$go" = go ] || exit 125
+exec ${HANDSHAKE_FD}<&-
+exec "$0" "$@"`;
+
+/** The command line that runs `argv` inside the namespaces of `mode` (see `spawnUnshared`). */
+export function unsharedCommand(
+  mode: ReexecMode,
+  argv: readonly string[],
+  helper: UsernsHelper = 'unshare',
+): ReexecCommand {
+  const pre = mode === 'userns' && helper === 'newuidmap' ? ['/bin/sh', '-c', WAIT_FOR_MAPS] : [];
+  return {
+    command: which('unshare') ?? 'unshare',
+    args: [...unshareFlags(mode, helper), '--', ...pre, ...argv],
+  };
 }
 
 /**
@@ -174,21 +267,83 @@ export function unshareFlags(mode: ReexecMode): string[] {
  */
 export function reexecArgs(
   argv: readonly string[] = process.argv,
-  opts: { mode?: ReexecMode; execPath?: string; execArgv?: readonly string[] } = {},
+  opts: { mode?: ReexecMode; execPath?: string; execArgv?: readonly string[]; helper?: UsernsHelper } = {},
 ): ReexecCommand {
   const mode = opts.mode ?? reexecMode();
   const node = opts.execPath ?? process.execPath;
   const execArgv = opts.execArgv ?? process.execArgv;
-  return {
-    command: which('unshare') ?? 'unshare',
-    args: [...unshareFlags(mode), '--', node, ...execArgv, ...argv.slice(1)],
-  };
+  return unsharedCommand(mode, [node, ...execArgv, ...argv.slice(1)], opts.helper);
+}
+
+export interface UnsharedOptions extends Omit<SpawnOptions, 'stdio'> {
+  mode: ReexecMode;
+  helper?: UsernsHelper;
+  stdio?: 'inherit' | 'pipe' | Array<'inherit' | 'pipe' | 'ignore'>;
+}
+
+/**
+ * Spawn `argv` inside a new user + mount namespace (or only a mount namespace for root).
+ * Resolves once the program runs with its id maps in place; with the newuidmap helper this
+ * process writes them (caller -> 0, its subordinate ranges -> 1..count) while the child waits.
+ */
+export async function spawnUnshared(argv: readonly string[], opts: UnsharedOptions): Promise<ChildProcess> {
+  const { mode, helper = 'unshare', stdio = 'inherit', ...rest } = opts;
+  const { command, args } = unsharedCommand(mode, argv, helper);
+  const waits = mode === 'userns' && helper === 'newuidmap';
+  const base = typeof stdio === 'string' ? [stdio, stdio, stdio] : stdio.slice(0, 3);
+  const child = spawn(command, args, { ...rest, stdio: waits ? [...base, 'pipe'] : base });
+  if (!waits) return child;
+  const channel = child.stdio[HANDSHAKE_FD] as Duplex;
+  try {
+    const pid = await new Promise<number>((resolve, reject) => {
+      let text = '';
+      const onData = (d: Buffer) => {
+        text += d.toString();
+        const nl = text.indexOf('\n');
+        if (nl < 0) return;
+        channel.off('data', onData);
+        resolve(Number(text.slice(0, nl)));
+      };
+      channel.on('data', onData);
+      child.once('error', reject);
+      child.once('exit', () => reject(namespaceNotEntered(command)));
+    });
+    await writeIdMaps(pid);
+    channel.end('go\n');
+  } catch (e) {
+    channel.destroy();
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    throw e;
+  }
+  return child;
+}
+
+/** newuidmap/newgidmap PID: 0 -> the caller's id, 1..count -> its subordinate range. */
+async function writeIdMaps(pid: number): Promise<void> {
+  const me = currentUser();
+  const ids = { uid: me.uid, gid: process.getgid?.() ?? me.uid };
+  for (const kind of ['uid', 'gid'] as const) {
+    const tool = `new${kind}map`;
+    const range = subidRange(me.name, kind);
+    if (!range) throw noSubidRange(me.name, kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
+    const path = which(tool);
+    if (!path) throw idmapHelperMissing(tool);
+    const args = [String(pid), '0', String(ids[kind]), '1', '1', String(range.start), String(range.count)];
+    await new Promise<void>((resolve, reject) => {
+      execFile(path, args, (err, _stdout, stderr) =>
+        err
+          ? reject(idmapHelperFailed(`${tool} ${args.join(' ')}`, `${stderr}`.trim() || err.message))
+          : resolve(),
+      );
+    });
+  }
 }
 
 export interface ReexecOptions {
   argv?: readonly string[];
   env?: NodeJS.ProcessEnv;
   mode?: ReexecMode;
+  helper?: UsernsHelper;
 }
 
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
@@ -206,27 +361,40 @@ const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 export async function reexecInUserNamespace(opts: ReexecOptions = {}): Promise<number> {
   const mode = opts.mode ?? reexecMode();
   assertCanReexec(mode);
-  const { command, args } = reexecArgs(opts.argv ?? process.argv, { mode });
+  const helper = mode === 'userns' ? (opts.helper ?? usernsHelper(opts.env ?? process.env)) : 'unshare';
+  const argv = opts.argv ?? process.argv;
   const env = { ...(opts.env ?? process.env), [REEXEC_ENV]: mode };
-  const child = spawn(command, args, { env, stdio: 'inherit' });
 
+  // installed before the child exists, so a signal while the maps are written is not lost
+  let pid: number | undefined;
+  let pending: NodeJS.Signals | undefined;
   const handlers = new Map<NodeJS.Signals, () => void>();
   for (const sig of FORWARDED) {
     const h = () => {
       if (sig === 'SIGINT' && process.stdin.isTTY) return;
-      forwardSignal(child.pid, sig);
+      if (pid === undefined) pending = sig;
+      else forwardSignal(pid, sig);
     };
     handlers.set(sig, h);
     process.on(sig, h);
   }
   try {
-    return await new Promise<number>((resolve, reject) => {
+    const child = await spawnUnshared([process.execPath, ...process.execArgv, ...argv.slice(1)], {
+      mode,
+      helper,
+      env,
+      stdio: 'inherit',
+    });
+    const exited = new Promise<number>((resolve, reject) => {
       child.once('error', reject);
       child.once('exit', (code, signal) => {
         if (code !== null) resolve(code);
         else resolve(128 + (signal ? signalNumber(signal) : 0));
       });
     });
+    pid = child.pid;
+    if (pending) forwardSignal(pid, pending);
+    return await exited;
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
   }
