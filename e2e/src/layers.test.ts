@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Result, removeWorkdir, stacker, workdir, write } from './harness.js';
+import { asUser, CLI, type Result, removeWorkdir, stacker, workdir, write } from './harness.js';
 import {
   childrenBeforeParents,
   entry,
@@ -349,5 +349,72 @@ describe('an oci base', () => {
     expect(layers.slice(0, child.length)).toEqual(child);
     expect(readText(join(rootfs('fromoci2'), 'fromoci2.txt'))).toBe('from-oci2\n');
     expect(exists(join(rootfs('fromoci2'), 'todelete'))).toBe(false);
+  });
+});
+
+describe('generate_labels', () => {
+  it('files written to /stacker/oci-labels become labels: name = file name, value = content as it is', () => {
+    write(
+      join(dir, 'labels.yaml'),
+      [
+        'labelled:',
+        '  from:',
+        '    type: oci',
+        '    url: oci:base',
+        '  labels:',
+        '    static: from-yaml',
+        '    overridden: from-yaml',
+        '  generate_labels: |',
+        '    echo -n rocks > /stacker/oci-labels/meshuggah',
+        "    printf 'two\\nlines\\n' > /stacker/oci-labels/org.example.multi",
+        '    echo -n generated > /stacker/oci-labels/overridden',
+        '',
+      ].join('\n'),
+    );
+    const r = stacker(['build', '-f', 'labels.yaml'], { cwd: dir });
+    expect(r.code, r.output).toBe(0);
+    const labels = skopeo(layout, 'labelled', 'config').config.Labels;
+    expect(labels.meshuggah).toBe('rocks');
+    expect(labels['org.example.multi']).toBe('two\nlines\n');
+    expect(labels.static).toBe('from-yaml');
+    // the stanza's own labels win over generated ones, as in stacker
+    expect(labels.overridden).toBe('from-yaml');
+  });
+});
+
+describe('--on-run-failure and --shell-fail', () => {
+  // the failed run leaves a proof in its rootfs and a program (with a space in its name:
+  // stacker runs the flag's value as a program, not as a shell command line)
+  const FAILING = [
+    'fails:',
+    '  from:',
+    '    type: oci',
+    '    url: oci:base',
+    '  run: |',
+    '    echo inside-the-failed-container > /proof',
+    `    printf '#!/bin/sh\\necho "inspector saw $(cat /proof)"\\n' > '/inspect me'`,
+    "    chmod +x '/inspect me'",
+    '    false',
+    '',
+  ].join('\n');
+
+  it('--on-run-failure PROGRAM runs it in the failed container, then the build fails', () => {
+    write(join(dir, 'onfail.yaml'), FAILING);
+    const r = stacker(['build', '-f', 'onfail.yaml', '--on-run-failure', '/inspect me'], { cwd: dir });
+    expect(r.code, r.output).toBe(1);
+    expect(r.output).toContain('inspector saw inside-the-failed-container');
+    expect(r.output).toContain('run commands failed for image "fails"');
+    expect(umociLs(layout)).not.toContain('fails');
+  });
+
+  it('--shell-fail opens /bin/sh in the failed container on stdin, then the build fails', () => {
+    write(join(dir, 'shellfail.yaml'), FAILING);
+    const r = asUser(process.execPath, [CLI, 'build', '-f', 'shellfail.yaml', '--shell-fail'], {
+      cwd: dir,
+      input: 'echo "shell saw $(cat /proof)"\nexit 0\n',
+    });
+    expect(r.code, r.output).toBe(1);
+    expect(r.output).toContain('shell saw inside-the-failed-container');
+    expect(r.output).toContain('run commands failed for image "fails"');
   });
 });

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { availableParallelism, hostname, release, userInfo } from 'node:os';
 import { dirname, join, posix, resolve as resolvePath } from 'node:path';
@@ -39,12 +39,20 @@ import {
 } from '@stacker/runtime';
 import type { Layer, StackerFile } from '@stacker/stackerfile';
 import { rememberBuildOnly } from './build-only.js';
-import { BuildCache, CACHE_FORMAT, type CacheEntry, cacheKey, hashLocalPath } from './cache.js';
+import { BuildCache, type CacheEntry, hashLocalPath, stanzaKey } from './cache.js';
 import { chainIds } from './chain.js';
 import { planBuild } from './dag.js';
 import { computeDiffId, diffIdAwareBlobs } from './diffid.js';
 import { buildImageConfig, buildManifest, hostPlatform, isoTime } from './image-config.js';
-import { destinationOf, type StagedImport, stageImports } from './imports.js';
+import {
+  checkRequiredHash,
+  destinationOf,
+  HttpDownloads,
+  isHttp,
+  placeImport,
+  type StagedImport,
+  stageImports,
+} from './imports.js';
 import { extraFlavours } from './layer-types.js';
 import { DirLock } from './lock.js';
 import type { PluginRegistry } from './registry.js';
@@ -123,12 +131,21 @@ export interface BuildResult {
 async function gitVersion(dir: string): Promise<string | undefined> {
   // no repository for git to find: no git to run
   if (!process.env.GIT_DIR && !(await mayBeInGitRepo(dir))) return undefined;
-  // child_process, not execa: loading execa costs more than git takes here
-  return new Promise((resolve) => {
-    execFile('git', ['-C', dir, 'describe', '--always', '--dirty'], (err, stdout) =>
-      resolve(err ? undefined : stdout.trim()),
-    );
-  });
+  // As stacker: the nearest tag (`describe --tags`), else the full commit hash, plus
+  // `-dirty` when tracked files changed. Inside the user namespace a checkout owned by
+  // someone else fails git's safe.directory check; these queries only read, so trust it.
+  const git = (...args: string[]) =>
+    // child_process, not execa: loading execa costs more than git takes here
+    new Promise<string | undefined>((resolve) => {
+      execFile('git', ['-c', 'safe.directory=*', '-C', dir, ...args], (err, stdout) =>
+        resolve(err ? undefined : stdout),
+      );
+    });
+  const version = (await git('describe', '--tags')) ?? (await git('rev-parse', 'HEAD'));
+  if (version === undefined) return undefined;
+  const status = await git('status', '--porcelain', '--untracked-files=no');
+  if (status === undefined) return undefined;
+  return status.length === 0 ? version.trim() : `${version.trim()}-dirty`;
 }
 
 /**
@@ -166,6 +183,7 @@ export class Builder {
   private log: Logger;
   private cache!: BuildCache;
   private sources = new Map<Layer, Promise<{ source: Source; from: unknown }>>();
+  private downloads?: HttpDownloads;
 
   constructor(private opts: BuildOptions) {
     this.log = opts.log;
@@ -187,7 +205,7 @@ export class Builder {
       const dctx: DriverContext = {
         rootsDir: settings.rootsDir,
         log: this.log,
-        unpack: (tar, dir, o) => unpackLayer(tar, dir, o),
+        unpack: (tar, dir, o) => unpackLayer(tar, dir, { log: this.log, ...o }),
       };
       if (factory.check) await checkOnce(settings.rootsDir, factory.type, () => factory.check!(dctx));
       const driver = await factory.create(dctx);
@@ -199,6 +217,8 @@ export class Builder {
         stateDir: join(settings.stackerDir, 'runc'),
       });
       if (stale.length) this.log.info(`removed ${stale.length} container(s) left by an interrupted build`);
+      // and their bundles (a killed build never reached the removal after its step)
+      await fsp.rm(join(settings.stackerDir, 'bundles'), { recursive: true, force: true });
       if (driver.cleanup) await driver.cleanup();
       // a base tarball imported for the first time is unpacked by the same decompression
       // that computes its diff id (the snapshot store takes it from there)
@@ -302,7 +322,9 @@ export class Builder {
       for (const [tag, d] of Object.entries(b.flavours ?? {})) tags.push([tag, d]);
     }
     if (!(await tagsUnchanged(this.layout, tags))) {
+      this.log.debug(`updating index.json: ${tags.map(([t]) => t).join(', ')}`);
       for (const [tag, d] of tags) await this.layout.tag(tag, d);
+      this.log.debug('updated index.json');
     }
     if (failures.length === 0 && this.opts.signal?.aborted)
       throw new UserError('aborted', 'build interrupted');
@@ -391,7 +413,8 @@ export class Builder {
     }
     const created = isoTime(undefined);
     await fsp.mkdir(dir, { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
+    // unique: stanzas on the same base may get here at the same time
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await fsp.writeFile(tmp, JSON.stringify({ identity, created }));
     await fsp.rename(tmp, file);
     return created;
@@ -483,13 +506,12 @@ export class Builder {
     const base = await source.resolve(from, ctx);
 
     const sde = this.opts.settings.sourceDateEpoch;
-    const key = cacheKey({
-      format: CACHE_FORMAT,
-      stacker: this.opts.stackerVersion,
-      stanza: layer.canonical,
+    const key = stanzaKey({
+      stackerVersion: this.opts.stackerVersion,
+      canonical: layer.canonical,
       base: layer.from.type === 'built' ? this.built.get(String(layer.from.tag))?.cacheKey : base.identity,
       imports: await this.importIdentities(layer),
-      sde: sde ?? null,
+      sourceDateEpoch: sde,
     });
     let hit: CacheEntry | undefined;
     if (layer.binds.length > 0) {
@@ -605,6 +627,16 @@ export class Builder {
     return this.opts.author ?? `${userInfo().username}@${hostname()}`;
   }
 
+  /** The build's http(s) imports: each URL checked (and downloaded when changed) once. */
+  private httpDownloads(): HttpDownloads {
+    this.downloads ??= new HttpDownloads(
+      join(this.opts.settings.stackerDir, 'downloads'),
+      this.log,
+      this.opts.signal,
+    );
+    return this.downloads;
+  }
+
   /** What the cache key knows of each import: content hashes, not paths or times. */
   private async importIdentities(layer: Layer): Promise<string[]> {
     const out: string[] = [];
@@ -612,8 +644,11 @@ export class Builder {
       const m = /^stacker:\/\/([^/]+)(\/.*)$/.exec(imp.path);
       let id: string;
       if (m) id = `stacker:${this.built.get(m[1])?.cacheKey}:${m[2]}`;
-      else if (/^https?:\/\//i.test(imp.path)) id = `url:${imp.path}`;
-      else {
+      else if (isHttp(imp.path)) {
+        // the content it has now: a changed remote file rebuilds (--require-hash refuses first)
+        checkRequiredHash(imp, layer.name, Boolean(this.opts.requireHash));
+        id = `http:${(await this.httpDownloads().get(imp.path, layer.name)).sha256}`;
+      } else {
         try {
           id = await hashLocalPath(imp.path.replace(/^file:\/\//, ''));
         } catch {
@@ -673,14 +708,18 @@ export class Builder {
         Object.assign(labels, await this.generateLabels(file, layer, rootfs, base));
       }
       this.event(name, 'diffing');
+      this.log.debug(`diffing ${name}`);
       // Sorted by tar name (a deletion of x sorts as .wh.x), whatever order the driver
       // walks in, so every driver gives the same bytes. Only paths are held, never content.
       const list: Change[] = [];
       for await (const c of this.driver.diff(key)) list.push(c);
       const changes = sortChanges(list);
+      this.log.debug(`diffed ${name}: ${changes.length} changes`);
       if (changes.length > 0) {
         this.event(name, 'writing');
+        this.log.debug(`writing the layer of ${name}`);
         const written = await putLayer(this.layout, changes, { compression: 'gzip', sourceDateEpoch: sde });
+        this.log.debug(`wrote layer ${written.descriptor.digest} of ${name}`);
         newLayer = { descriptor: written.descriptor, diffId: written.diffId };
         const top = chainIds([...base.config.rootfs.diff_ids, written.diffId]).at(-1)!;
         snapshot = top;
@@ -702,7 +741,9 @@ export class Builder {
       stanza: layer.name,
       resolvePath: (p) => resolvePath(file.dir, p),
       stageDir: join(stackerDir, 'imports', layer.name),
+      copyDir: join(stackerDir, 'imports-copy', layer.name),
       downloadDir: join(stackerDir, 'downloads'),
+      downloads: this.httpDownloads(),
       requireHash: Boolean(this.opts.requireHash),
       log: this.log,
       copyFromLayer: (from, path, dest) => this.copyFromLayer(layer.name, from, path, dest),
@@ -746,13 +787,20 @@ export class Builder {
     for (const imp of staged) {
       const dest = destinationOf(imp);
       if (dest === undefined) continue;
-      const parent = await createInRoot(rootfs, posix.dirname(dest), true);
-      const target = join(parent, posix.basename(dest));
-      await fsp.rm(target, { recursive: true, force: true });
-      await fsp.cp(imp.staged, target, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
-      const { mode, uid, gid } = imp.spec;
-      if (mode !== undefined || uid !== undefined || gid !== undefined) {
-        await applyOwnership(target, mode, uid, gid);
+      // staged with its mode and ids applied; merged over what the image has, as an overlay
+      if (imp.contents) {
+        const dir = await createInRoot(rootfs, dest, true);
+        if (!(await fsp.lstat(dir)).isDirectory()) {
+          throw new UserError(
+            'import-dest',
+            `import ${imp.spec.path}: dest ${imp.spec.dest} is a file in the image, but the entries of a directory go there; give a directory as dest`,
+            { key: 'imports' },
+          );
+        }
+        for (const e of await fsp.readdir(imp.staged)) await placeImport(join(imp.staged, e), join(dir, e));
+      } else {
+        const parent = await createInRoot(rootfs, posix.dirname(dest), true);
+        await placeImport(imp.staged, join(parent, posix.basename(dest)));
       }
     }
   }
@@ -837,7 +885,8 @@ export class Builder {
           await makeBundle({
             bundle,
             rootfs,
-            args: ['/bin/sh', '-c', this.opts.onRunFailure],
+            // as stacker: the program itself (e.g. /bin/sh), not a shell command line
+            args: [this.opts.onRunFailure],
             env: this.buildEnv(layer, base),
             cwd: '/',
             binds,
@@ -961,15 +1010,6 @@ export async function resolveInRoot(root: string, path: string): Promise<string>
     done.push(c);
   }
   return join(root, ...done);
-}
-
-async function applyOwnership(target: string, mode?: number, uid?: number, gid?: number): Promise<void> {
-  const st = await fsp.lstat(target);
-  if (uid !== undefined || gid !== undefined) await fsp.lchown(target, uid ?? st.uid, gid ?? st.gid);
-  if (mode !== undefined && !st.isSymbolicLink()) await fsp.chmod(target, mode);
-  if (st.isDirectory()) {
-    for (const e of await fsp.readdir(target)) await applyOwnership(join(target, e), undefined, uid, gid);
-  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -24,10 +24,22 @@ function isHttp(u: string) {
   return /^https?:\/\//i.test(u);
 }
 
+/** Downloads under way in this process, by destination: two stanzas on one URL share one. */
+const inflight = new Map<string, Promise<string>>();
+
 /** An http(s) tarball is downloaded once into the source cache; a partial file never counts. */
-async function fetchOnce(url: string, ctx: SourceContext): Promise<string> {
+function fetchOnce(url: string, ctx: SourceContext): Promise<string> {
   const dir = join(ctx.cacheDir, 'tar', createHash('sha256').update(url).digest('hex').slice(0, 32));
   const dest = join(dir, basename(new URL(url).pathname) || 'base.tar');
+  let p = inflight.get(dest);
+  if (!p) {
+    p = download(url, dir, dest, ctx).finally(() => inflight.delete(dest));
+    inflight.set(dest, p);
+  }
+  return p;
+}
+
+async function download(url: string, dir: string, dest: string, ctx: SourceContext): Promise<string> {
   try {
     await fsp.access(dest);
     return dest;
@@ -36,23 +48,44 @@ async function fetchOnce(url: string, ctx: SourceContext): Promise<string> {
   }
   await fsp.mkdir(dir, { recursive: true });
   ctx.log.info(`downloading ${url}`);
+  const fail = (why: string) =>
+    new UserError(
+      'tar-download',
+      `couldn't download ${url} for ${ctx.stanza}: ${why}; check from.url and the network`,
+      {
+        stanza: ctx.stanza,
+        key: 'from.url',
+      },
+    );
   let res: Response;
   try {
     res = await fetch(url, { signal: ctx.signal });
   } catch (e) {
-    throw new UserError(
-      'tar-download',
-      `couldn't download ${url} for ${ctx.stanza}: ${(e as Error).message}`,
-    );
+    throw fail((e as Error).message);
   }
   if (!res.ok || !res.body) {
-    throw new UserError(
-      'tar-download',
-      `couldn't download ${url} for ${ctx.stanza}: HTTP ${res.status} ${res.statusText}`,
-    );
+    await res.body?.cancel().catch(() => {});
+    throw fail(`HTTP ${res.status} ${res.statusText}`.trim());
   }
-  const tmp = `${dest}.partial-${process.pid}`;
-  await pipeline(Readable.fromWeb(res.body as any), createWriteStream(tmp));
+  const total = Number(res.headers.get('content-length') ?? 0);
+  let done = 0;
+  const tmp = `${dest}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+    if (ctx.progress) {
+      body.on('data', (chunk: Buffer) => {
+        done += chunk.length;
+        ctx.progress?.(url, done, total);
+      });
+    }
+    await pipeline(body, createWriteStream(tmp));
+    ctx.progress?.(url, done, total || done);
+  } catch (e) {
+    // an interrupted download leaves nothing behind
+    await fsp.rm(tmp, { force: true });
+    if (ctx.signal.aborted) throw e;
+    throw fail((e as Error).message);
+  }
   await fsp.rename(tmp, dest);
   return dest;
 }
@@ -98,7 +131,8 @@ async function readMemo(path: string, ctx: SourceContext): Promise<Memo | undefi
 async function writeMemo(path: string, ctx: SourceContext, memo: Memo): Promise<void> {
   const { file, stamp } = await memoFile(path, ctx);
   await fsp.mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
+  // unique: two stanzas on one tarball resolve it at the same time
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
   await fsp.writeFile(tmp, JSON.stringify({ path, stamp, ...memo }));
   await fsp.rename(tmp, file);
 }
