@@ -221,6 +221,27 @@ two:
     expect(firstEnd).toBeLessThan(secondStart);
   });
 
+  it('jobs: 1 in the config file does the same; --jobs overrides it', () => {
+    write(join(dir, 'conf.yaml'), 'jobs: 1\n');
+    const order = (extra: string[]) => {
+      const r = stacker(['--log-timestamp', '--config', 'conf.yaml', 'build', '--no-cache', ...extra], {
+        cwd: dir,
+      });
+      expect(r.code, r.output).toBe(0);
+      const lines = r.output.split('\n');
+      const idx = (re: RegExp) => lines.findIndex((l) => re.test(l));
+      const firstEnd = Math.min(idx(/filesystem one built/), idx(/filesystem two built/));
+      const secondStart = Math.max(idx(/ one: \+ sleep 2$/), idx(/ two: \+ sleep 2$/));
+      expect(
+        Math.min(firstEnd, idx(/ one: \+ sleep 2$/), idx(/ two: \+ sleep 2$/)),
+        r.output,
+      ).toBeGreaterThan(-1);
+      return firstEnd < secondStart ? 'one at a time' : 'together';
+    };
+    expect(order([])).toBe('one at a time');
+    expect(order(['--jobs', '2'])).toBe('together');
+  });
+
   it('a second stacker on the same directories fails at once with "couldn\'t acquire lock"', async () => {
     const argv = IS_ROOT
       ? ['runuser', ['-u', TEST_USER, '--', process.execPath, CLI, 'build', '--no-cache']]

@@ -105,7 +105,7 @@ export default class Build extends StackerCommand {
         onRunFailure: flags['shell-fail'] ? '/bin/sh' : flags['on-run-failure'],
         annotationsNamespace: flags['annotations-namespace'],
         stackerVersion: STACKER_VERSION,
-        jobs: flags.jobs,
+        jobs: flags.jobs ?? this.settings.jobs,
         noCache: flags['no-cache'],
         author: process.env._STACKER_AUTHOR,
         signal: ac.signal,
