@@ -364,7 +364,9 @@ describe('generate_labels', () => {
         '  labels:',
         '    static: from-yaml',
         '    overridden: from-yaml',
+        '  run: echo built > /built',
         '  generate_labels: |',
+        '    touch /from-generate-labels',
         '    echo -n rocks > /stacker/oci-labels/meshuggah',
         "    printf 'two\\nlines\\n' > /stacker/oci-labels/org.example.multi",
         '    echo -n generated > /stacker/oci-labels/overridden',
@@ -379,6 +381,11 @@ describe('generate_labels', () => {
     expect(labels.static).toBe('from-yaml');
     // the stanza's own labels win over generated ones, as in stacker
     expect(labels.overridden).toBe('from-yaml');
+    // as in stacker, the commands run in a throwaway snapshot of the result: what they
+    // change on disk is not in the image
+    const names = topLayer(layout, 'labelled').map((e) => e.name.replace(/^\.\//, ''));
+    expect(names).toContain('built');
+    expect(names).not.toContain('from-generate-labels');
   });
 });
 

@@ -669,7 +669,7 @@ export class Builder {
     return out;
   }
 
-  /** Build the stanza's filesystem: imports, `run`, `generate_labels`, then its layer. */
+  /** Build the stanza's filesystem (imports, `run`) and its layer, then its `generate_labels`. */
   private async buildRootfs(
     file: StackerFile,
     layer: Layer,
@@ -680,20 +680,42 @@ export class Builder {
     labels: Record<string, string>;
   }> {
     const name = layer.name;
-    const sde = this.opts.settings.sourceDateEpoch;
     const topSnapshot = await this.ensureSnapshots(base);
-    const needsRootfs =
-      layer.run.length > 0 ||
-      layer.imports.some((i) => i.dest !== undefined) ||
-      layer.generateLabels.length > 0;
+    const needsRootfs = layer.run.length > 0 || layer.imports.some((i) => i.dest !== undefined);
     let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
     let snapshot = topSnapshot;
     const labels: Record<string, string> = {};
     if (!needsRootfs) {
       // imports are still fetched and their hashes checked, as stacker does
       if (layer.imports.length > 0) await this.stage(file, layer);
-      return { snapshot, labels };
+    } else {
+      ({ layer: newLayer, snapshot } = await this.buildLayer(file, layer, base, topSnapshot));
     }
+    // as stacker: in a throwaway snapshot of the result, so what the commands change on
+    // disk is not part of the image, only the labels they write
+    if (layer.generateLabels.length > 0) {
+      const key = `labels-${name}-${shortId()}`;
+      const rootfs = await this.driver.prepare(key, snapshot);
+      try {
+        Object.assign(labels, await this.generateLabels(file, layer, rootfs, base));
+      } finally {
+        await this.driver.remove(key).catch(() => {});
+      }
+    }
+    return { layer: newLayer, snapshot, labels };
+  }
+
+  /** The stanza's imports with a dest and its `run`, in a new snapshot; its layer if anything changed. */
+  private async buildLayer(
+    file: StackerFile,
+    layer: Layer,
+    base: BaseImage,
+    topSnapshot: string | undefined,
+  ): Promise<{ layer?: { descriptor: Descriptor; diffId: string }; snapshot?: string }> {
+    const name = layer.name;
+    const sde = this.opts.settings.sourceDateEpoch;
+    let newLayer: { descriptor: Descriptor; diffId: string } | undefined;
+    let snapshot = topSnapshot;
     const key = `build-${name}-${shortId()}`;
     const rootfs = await this.driver.prepare(key, topSnapshot);
     let committed = false;
@@ -703,9 +725,6 @@ export class Builder {
       if (layer.run.length > 0) {
         this.event(name, 'running');
         await this.runSteps(file, layer, rootfs, base, layer.run, 'run');
-      }
-      if (layer.generateLabels.length > 0) {
-        Object.assign(labels, await this.generateLabels(file, layer, rootfs, base));
       }
       this.event(name, 'diffing');
       this.log.debug(`diffing ${name}`);
@@ -732,7 +751,7 @@ export class Builder {
     } finally {
       if (!committed) await this.driver.remove(key).catch(() => {});
     }
-    return { layer: newLayer, snapshot, labels };
+    return { layer: newLayer, snapshot };
   }
 
   private async stage(file: StackerFile, layer: Layer): Promise<StagedImport[]> {
