@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { normaliseArgv } from './argv.js';
+import { GLOBAL_BOOL_FLAGS, GLOBAL_VALUE_FLAGS, normaliseArgv } from './argv.js';
+import { StackerCommand } from './base-command.js';
 
 describe('normaliseArgv', () => {
   it('moves global flags from before the command to after it', () => {
@@ -23,5 +24,16 @@ describe('normaliseArgv', () => {
   it('drops global flags when there is no command, so the command list shows', () => {
     expect(normaliseArgv(['--debug'])).toEqual([]);
     expect(normaliseArgv(['--debug', '--help'])).toEqual(['--help']);
+  });
+  it('knows every global flag of the commands, so each works before the command too', () => {
+    const missing: string[] = [];
+    for (const [name, flag] of Object.entries(StackerCommand.baseFlags) as [string, any][]) {
+      const set = flag.type === 'boolean' ? GLOBAL_BOOL_FLAGS : GLOBAL_VALUE_FLAGS;
+      if (!set.has(`--${name}`)) missing.push(`--${name}`);
+      if (flag.char && !set.has(`-${flag.char}`) && flag.type === 'boolean') missing.push(`-${flag.char}`);
+      if (flag.allowNo && !set.has(`--no-${name}`)) missing.push(`--no-${name}`);
+    }
+    expect(missing).toEqual([]);
+    expect(normaliseArgv(['--json', 'build'])).toEqual(['build', '--json']);
   });
 });

@@ -20,7 +20,7 @@ export const GLOBAL_BOOL_FLAGS = new Set([
   '--progress',
   '--no-progress',
   '--log-timestamp',
-  '--json-logs',
+  '--json',
   '--internal-userns',
 ]);
 
