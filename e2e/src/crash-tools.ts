@@ -12,6 +12,12 @@ export interface Running {
   pid: number;
   output: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the match once the output matches `re`; rejects if the process ends first
+   * or `timeoutMs` passes. */
+  waitFor: (re: RegExp, timeoutMs?: number) => Promise<RegExpExecArray>;
+  /** Everything the process wrote before it died has been read (its pipes closed, or 2 s
+   * after it exited if something it left behind still holds them). */
+  drained: () => Promise<void>;
 }
 
 /** `stacker ARGS` as the test user, in the background, in a process group of its own. */
@@ -28,16 +34,55 @@ export function startStacker(args: string[], cwd: string, env: Record<string, st
     : [cmd[0], cmd.slice(1)];
   const child = spawn(file, argv as string[], { cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout?.on('data', (d) => {
+  const watchers = new Set<() => void>();
+  const onData = (d: Buffer) => {
     out += d;
-  });
-  child.stderr?.on('data', (d) => {
-    out += d;
-  });
+    for (const w of watchers) w();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  let hasExited = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
+    child.on('exit', (code, signal) => {
+      hasExited = true;
+      for (const w of watchers) w();
+      resolve({ code, signal });
+    }),
   );
-  return { child, pid: child.pid as number, output: () => out, exited };
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const waitFor = (re: RegExp, timeoutMs = 240_000) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const timer = setTimeout(
+        () => done(new Error(`no ${re} in ${timeoutMs} ms:\n${out.slice(-3000)}`)),
+        timeoutMs,
+      );
+      const done = (err?: Error, m?: RegExpExecArray) => {
+        clearTimeout(timer);
+        watchers.delete(check);
+        if (err) reject(err);
+        else resolve(m as RegExpExecArray);
+      };
+      const check = () => {
+        const m = re.exec(out);
+        if (m) done(undefined, m);
+        else if (hasExited) done(new Error(`the process ended before ${re} appeared:\n${out.slice(-3000)}`));
+      };
+      watchers.add(check);
+      check();
+    });
+  const drained = async () => {
+    await exited;
+    await Promise.race([closed, sleep(2000)]);
+  };
+  return { child, pid: child.pid as number, output: () => out, exited, waitFor, drained };
+}
+
+/** Mount points (of this, the host's, mount namespace) at or below `dir`. */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m): m is string => m !== undefined && (m === dir || m.startsWith(`${dir}/`)));
 }
 
 /** SIGKILL the whole process group of a started stacker (a crash: nothing may clean up). */
@@ -70,6 +115,21 @@ export function processesOf(needle: string, dir?: string): number[] {
     }
   }
   return out;
+}
+
+/**
+ * Pids of processes whose command line contains `needle` and whose mount table names a path
+ * below `dir` (a step's container mounts its rootfs and imports from there): the steps of
+ * builds in `dir`, not those of other tests running at the same time.
+ */
+export function stepProcessesIn(dir: string, needle: string): number[] {
+  return processesOf(needle).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/mountinfo`, 'utf8').includes(`${dir}/`);
+    } catch {
+      return false; // gone
+    }
+  });
 }
 
 /** Containers runc still knows of in a state dir (as the test user, who owns it). */

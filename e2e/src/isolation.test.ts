@@ -1,7 +1,9 @@
 // Isolation: a `run` step sees and changes only its rootfs, binds and imports. Writes to
 // /tmp stay in the image, the host's home is not there, /stacker/imports is read-only, the
-// host environment is not passed on beyond the passthrough list, and an import `dest` or a
-// stacker:// path never leads out of the rootfs, however many `..` or symlinks it uses.
+// host environment is not passed on beyond the passthrough list, host processes are not in
+// its /proc, /sys is read-only, and an import `dest` or a stacker:// path never leads out of
+// the rootfs, however many `..` or symlinks it uses.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   copyFileSync,
@@ -14,7 +16,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkLayout } from './crash-tools.js';
+import { checkLayout, processesOf } from './crash-tools.js';
 import {
   BUSYBOX_TAR,
   chownTree,
@@ -32,13 +34,28 @@ const HOST_TMP = `/tmp/stacker-iso-${MARK}`;
 const HOST_DIR = `/tmp/stacker-iso-dir-${MARK}`;
 const HOME = IS_ROOT ? '/home/stacker-test' : (process.env.HOME ?? '/tmp');
 const HOME_SECRET = join(HOME, `.stacker-iso-secret-${MARK}`);
+/** The argv[0] of a host process (the test user's own) that a run step must not see. */
+const HOST_PROC = `stacker-iso-proc-${MARK}`;
+/** A pattern for it that does not match itself (grep's own command line holds the pattern). */
+const HOST_PROC_RE = `stacker-iso-proc-[${MARK[0]}]${MARK.slice(1)}`;
 
 describe('isolation of run steps and imports', () => {
   let dir: string;
   let out: string;
   let code: number;
+  let hostProc: ChildProcess;
 
   beforeAll(() => {
+    // a host process of the same user, with a command line no one else has
+    hostProc = spawn('setpriv', [
+      `--reuid=${USER_IDS.uid}`,
+      `--regid=${USER_IDS.gid}`,
+      '--clear-groups',
+      'sh',
+      '-c',
+      'sleep 600; :',
+      HOST_PROC,
+    ]);
     dir = workdir('stacker-iso-');
     copyFileSync(BUSYBOX_TAR, join(dir, 'busybox.tar.gz'));
     write(join(dir, 'input.txt'), 'imported\n');
@@ -79,17 +96,29 @@ probe:
     if echo more >> /stacker/imports/input.txt 2>/dev/null; then echo IMPORT-CHANGED; else echo IMPORT-KEPT; fi
     env | sed 's/^/ENV /'
     ls ${HOST_DIR} | sed 's/^/INSIDE-HOSTDIR /'
+    sh -c 'sleep 30; :' ${HOST_PROC} &
+    sleep 0.2
+    echo "PROC-SEEN $(for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done | grep -c '${HOST_PROC_RE}')"
+    kill $!
+    awk '$2 == "/sys" || $2 ~ "^/sys/" { print "SYSMOUNT " $2 " " $4 }' /proc/mounts
+    if touch /sys/stacker-iso 2>/dev/null || mkdir /sys/fs/cgroup/stacker-iso 2>/dev/null; then echo SYS-WRITABLE; else echo SYS-KEPT; fi
 `,
     );
     const r = stacker(['build'], {
       cwd: dir,
-      env: { FOO_SECRET: `hunter2-${MARK}`, HTTP_PROXY: 'http://proxy.invalid:3128', TERM: 'dumb' },
+      env: {
+        FOO_SECRET: `hunter2-${MARK}`,
+        HOME_SECRET: `home-secret-${MARK}`,
+        HTTP_PROXY: 'http://proxy.invalid:3128',
+        TERM: 'dumb',
+      },
     });
     out = r.output;
     code = r.code;
   });
 
   afterAll(() => {
+    hostProc?.kill('SIGKILL');
     rmSync(HOST_TMP, { force: true });
     rmSync(HOST_DIR, { recursive: true, force: true });
     rmSync(HOME_SECRET, { force: true });
@@ -131,6 +160,24 @@ probe:
     expect(env).not.toContain('FOO_SECRET');
     expect(env).not.toContain('HOME_SECRET');
     expect(out).not.toContain(`hunter2-${MARK}`);
+    expect(out).not.toContain(`home-secret-${MARK}`);
+  });
+
+  it("host processes, even the same user's, are not in the run step's /proc", () => {
+    // the host process was alive all along, and the step's /proc is a live one
+    expect(processesOf(HOST_PROC).length).toBeGreaterThan(0);
+    // the step started one process with that command line itself: it sees that one only
+    expect(out).toMatch(/^probe: PROC-SEEN 1$/m);
+  });
+
+  it('/sys is read-only inside, submounts included', () => {
+    const mounts = out
+      .split('\n')
+      .map((l) => /^probe: SYSMOUNT (\S+) (\S+)$/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null);
+    expect(mounts.map((m) => m[1])).toContain('/sys');
+    for (const [, where, opts] of mounts) expect(opts.split(',')[0], where).toBe('ro');
+    expect(out).toMatch(/^probe: SYS-KEPT$/m);
   });
 
   it('import dests with ".." or through symlinks to host paths land inside the rootfs', () => {

@@ -2,9 +2,10 @@
 // exit code 1, and once the registry is back (same storage, same port) the next publish
 // completes and skopeo reads back exactly the local image.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStacker } from './crash-tools.js';
 import {
   BUSYBOX_TAR,
   CLI,
@@ -51,11 +52,17 @@ function uploadsInProgress(storage: string): string[] {
  * `stacker ARGS` as the test user, asynchronously: `onStderr` sees its stderr as it comes
  * (to kill the registry at the right moment).
  */
-function stackerAsync(args: string[], cwd: string, onStderr: (text: string) => void): Promise<Result> {
+function stackerAsync(
+  args: string[],
+  cwd: string,
+  onStderr: (text: string) => void,
+  extraEnv: Record<string, string> = {},
+): Promise<Result> {
   const env = [
     'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     `HOME=${IS_ROOT ? `/home/${TEST_USER}` : (process.env.HOME ?? '/tmp')}`,
     'LANG=C.UTF-8',
+    ...Object.entries(extraEnv).map(([k, v]) => `${k}=${v}`),
   ];
   const argv = ['env', '-i', ...env, process.execPath, CLI, ...args];
   const child = IS_ROOT
@@ -134,5 +141,54 @@ describe.skipIf(!haveRegistry || !existsSync(BUSYBOX_TAR))('a registry killed mi
     const back = join(dir, 'back');
     skopeo(['copy', '--src-tls-verify=false', `docker://${registry.host}/faults/big:v1`, `oci:${back}:big`]);
     expect(tagDigest(back, 'big')).toBe(local);
+  });
+
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)('%s during a push stops the publish with exit %i', async (sig, want) => {
+    // small PATCH chunks: the 30 MiB layer takes long enough to be interrupted
+    const run = startStacker(
+      ['publish', '--url', `docker://${registry.host}/signal-${want}`, '--tag', 'v1', '--skip-tls'],
+      dir,
+      { STACKER_REGISTRY_CHUNK_THRESHOLD: '64K', STACKER_REGISTRY_CHUNK_SIZE: '64K' },
+    );
+    await run.waitFor(/pushing blob sha256:[0-9a-f]{64} \(\d{8,} bytes/);
+    process.kill(run.pid, sig);
+    const ended = await run.exited;
+    await run.drained();
+    expect(ended.code, run.output()).toBe(want);
+    expect(run.output()).toContain(`received ${sig}, stopping the publish`);
+    expect(run.output()).not.toContain('published big');
+    expect(run.output()).not.toMatch(/\n\s+at /);
+  });
+
+  it('a layer above STACKER_REGISTRY_CHUNK_THRESHOLD goes up in PATCH chunks and reads back the same', async () => {
+    const local = tagDigest(join(dir, 'oci'), 'big')!;
+    const log = join(registry.dir, 'registry.log');
+    const before = readFileSync(log, 'utf8').length;
+    const r = await stackerAsync(
+      ['publish', '--url', `docker://${registry.host}/chunked`, '--tag', 'v1', '--skip-tls'],
+      dir,
+      () => {},
+      { STACKER_REGISTRY_CHUNK_THRESHOLD: '4M', STACKER_REGISTRY_CHUNK_SIZE: '4M' },
+    );
+    ok(r, 'chunked publish');
+    // the registry's access log: one PATCH per 4 MiB of the 30 MiB layer
+    const patches = readFileSync(log, 'utf8')
+      .slice(before)
+      .split('\n')
+      .filter((l) => /"PATCH \/v2\/chunked\/big\/blobs\/uploads\//.test(l));
+    expect(patches.length).toBeGreaterThanOrEqual(8);
+    const back = join(dir, 'back-chunked');
+    skopeo(['copy', '--src-tls-verify=false', `docker://${registry.host}/chunked/big:v1`, `oci:${back}:big`]);
+    expect(tagDigest(back, 'big')).toBe(local);
+    const pushed = JSON.parse(
+      skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/chunked/big:v1`]),
+    ) as { layers: Array<{ digest: string }> };
+    const mine = JSON.parse(readFileSync(join(dir, 'oci', 'blobs', 'sha256', local.slice(7)), 'utf8')) as {
+      layers: Array<{ digest: string }>;
+    };
+    expect(pushed.layers.map((l) => l.digest)).toEqual(mine.layers.map((l) => l.digest));
   });
 });

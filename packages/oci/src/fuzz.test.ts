@@ -160,49 +160,143 @@ describe('tar reader under random input', () => {
   });
 });
 
+/** Placeholders in names and link targets, replaced per case (see `resolveSpecs`). */
+const SIDE_ABS = '@SIDE@';
+const hostileName = fc.constantFrom('../side/x', '../sibling.txt', 'l/file', 'l/../../side/y', 'h');
+const hostileLink = fc.constantFrom(
+  SIDE_ABS,
+  `${SIDE_ABS}/../sibling.txt`,
+  '../side',
+  '../../side',
+  '..',
+  '/',
+);
+/** Sequences that try to leave the rootfs one level up, into the watched siblings. */
+const escapes: fc.Arbitrary<EntrySpec[]> = fc.oneof(
+  // a symlink to an absolute (host) path, then a file written through it
+  fc.record({ link: hostileLink, via: fc.constantFrom('l/file', 'l/sub/file', 'l') }).map(({ link, via }) => [
+    { name: 'l', type: 'symlink' as const, linkname: link },
+    { name: via, content: 'escaped' },
+  ]),
+  fc.record({ name: hostileName, content: fc.constant('escaped') }).map((e) => [e]),
+  fc
+    .record({ link: hostileLink })
+    .map(({ link }) => [{ name: 'h', type: 'hardlink' as const, linkname: link }]),
+  fc
+    .record({ link: hostileLink })
+    .map(({ link }) => [
+      { name: 'd', type: 'symlink' as const, linkname: link },
+      { name: 'd/', type: 'directory' as const, mode: 0o777, mtime: 7 },
+      { name: 'd/.wh.sibling.txt' },
+    ]),
+);
+/** Random entries with escape attempts mixed in. */
+const hostileSpecs = fc
+  .tuple(fc.array(entry, { maxLength: 6 }), fc.array(escapes, { maxLength: 2 }), fc.nat())
+  .map(([plain, esc, at]) => {
+    const out = [...plain];
+    for (const e of esc) out.splice(out.length ? at % (out.length + 1) : 0, 0, ...e);
+    return out;
+  });
+
+/** The entries with `@SIDE@` pointing at this case's watched sibling directory. */
+function resolveSpecs(specs: EntrySpec[], side: string): EntrySpec[] {
+  const sub = (v: string | undefined) => v?.split(SIDE_ABS).join(side);
+  return specs.map((e) => ({ ...e, name: sub(e.name) as string, linkname: sub(e.linkname) }));
+}
+
 describe('unpack under random input', () => {
   let dir: string;
-  let outsideBefore: string;
-  // Everything under dir but roots/, without following symlinks: an unpacked rootfs may hold a
-  // symlink to "/" (legal inside an image), and readdir({recursive}) on Node 20 follows it.
-  const listing = () => {
+  // Everything under dir but the rootfs being written, without following symlinks (an
+  // unpacked rootfs may hold a symlink to "/", and readdir({recursive}) on Node 20 follows
+  // it): names, types, modes, sizes, times, link targets and file contents.
+  const listing = (skip: string) => {
     const out: string[] = [];
     const walk = (rel: string) => {
       for (const d of fs.readdirSync(join(dir, rel), { withFileTypes: true })) {
         const p = rel ? `${rel}/${d.name}` : d.name;
-        if (p === 'roots') continue;
-        out.push(p);
+        if (p === skip) continue;
+        const st = fs.lstatSync(join(dir, p));
+        let what = `${p} ${st.mode.toString(8)} ${st.uid}:${st.gid}`;
+        if (d.isSymbolicLink()) what += ` -> ${fs.readlinkSync(join(dir, p))}`;
+        else if (d.isFile()) what += ` ${st.size} ${st.mtimeMs} ${fs.readFileSync(join(dir, p), 'latin1')}`;
+        out.push(what);
         if (d.isDirectory()) walk(p);
       }
     };
     walk('');
     return out.sort().join('\n');
   };
+  /** A case's destination roots/<i>/rootfs, with watched siblings next to it. */
+  const prepare = (i: number) => {
+    const caseDir = join(dir, 'roots', String(i));
+    fs.mkdirSync(join(caseDir, 'side'), { recursive: true });
+    fs.writeFileSync(join(caseDir, 'sibling.txt'), 'keep');
+    fs.writeFileSync(join(caseDir, 'side', 'a'), 'keep');
+    return {
+      caseDir,
+      rootfs: join(caseDir, 'rootfs'),
+      skip: `roots/${i}/rootfs`,
+      side: join(caseDir, 'side'),
+    };
+  };
+  /** Unpack `tar` into a fresh case; whether anything outside its rootfs changed. */
+  let n = 0;
+  const unpackCase = async (
+    tar: (side: string) => Buffer,
+    unpack: (tar: Buffer, rootfs: string) => Promise<void>,
+  ): Promise<string | undefined> => {
+    const c = prepare(n++);
+    const before = listing(c.skip);
+    try {
+      await unpack(tar(c.side), c.rootfs);
+    } catch (e) {
+      if (!isUserError(e) || !TYPED.has(e.code)) throw new Error(`untyped error: ${String(e)}`, { cause: e });
+    }
+    const after = listing(c.skip);
+    // rm does not follow the symlinks inside: only this case's files go
+    fs.rmSync(c.caseDir, { recursive: true, force: true });
+    return after === before ? undefined : after;
+  };
+  const ours = (tar: Buffer, rootfs: string) =>
+    unpackLayer(Readable.from([tar]), rootfs, { whiteouts: 'delete', limits: LIMITS });
+
   beforeAll(async () => {
     dir = await tempDir('oci-fuzz-');
     await fsp.mkdir(join(dir, 'outside', 'd'), { recursive: true });
     await fsp.writeFile(join(dir, 'outside', 'a'), 'keep');
-    outsideBefore = listing();
   });
   afterAll(async () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  it('mutated tars unpack or fail typed, and nothing appears outside the destination', async () => {
-    let i = 0;
+  it('the check sees a file written through a symlink to an absolute path', async () => {
+    // a naive unpacker that follows the link on the host: the check must notice
+    const naive = async (_tar: Buffer, rootfs: string) => {
+      await fsp.mkdir(rootfs, { recursive: true });
+      await fsp.symlink(join(rootfs, '..', 'side'), join(rootfs, 'l'));
+      await fsp.writeFile(join(rootfs, 'l', 'file'), 'escaped');
+    };
+    expect(await unpackCase(() => Buffer.alloc(0), naive)).toContain('side/file');
+    const dotdot = async (_tar: Buffer, rootfs: string) => {
+      await fsp.mkdir(rootfs, { recursive: true });
+      await fsp.writeFile(join(rootfs, '..', 'sibling.txt'), 'escaped');
+    };
+    expect(await unpackCase(() => Buffer.alloc(0), dotdot)).toContain('sibling.txt 100644 0:0 7 ');
+  });
+
+  it('mutated tars with escape attempts unpack or fail typed, and nothing outside the rootfs changes', async () => {
+    const absoluteThenFile: EntrySpec[] = [
+      { name: 'l', type: 'symlink', linkname: SIDE_ABS },
+      { name: 'l/file', content: 'escaped' },
+    ];
     await fc.assert(
-      fc.asyncProperty(validTar, fc.array(mutation, { maxLength: 3 }), async (tar, ms) => {
-        const dest = join(dir, 'roots', String(i++));
-        try {
-          await unpackLayer(Readable.from([mutate(tar, ms)]), dest, { whiteouts: 'delete', limits: LIMITS });
-        } catch (e) {
-          if (!isUserError(e) || !TYPED.has(e.code))
-            throw new Error(`untyped error: ${String(e)}`, { cause: e });
-        }
-        expect(listing()).toBe(outsideBefore);
+      fc.asyncProperty(hostileSpecs, fc.array(mutation, { maxLength: 3 }), async (specs, ms) => {
+        const changed = await unpackCase((side) => mutate(tarBytes(...resolveSpecs(specs, side)), ms), ours);
+        expect(changed).toBeUndefined();
         expect(fs.readFileSync(join(dir, 'outside', 'a'), 'utf8')).toBe('keep');
       }),
-      { numRuns: FUZZ_RUNS.unpack },
+      { numRuns: FUZZ_RUNS.unpack, examples: [[absoluteThenFile, []]] },
     );
   });
 });

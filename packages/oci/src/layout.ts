@@ -646,6 +646,12 @@ async function writeAtomic(path: string, text: string): Promise<void> {
     throw e;
   }
   await fh.close();
+  // test hook (e2e/src/crash.test.ts): hold a written temp index.json so a kill lands here
+  const pause = Number(process.env._STACKER_TEST_INDEX_PAUSE_MS ?? 0);
+  if (pause > 0 && path.endsWith('index.json')) {
+    process.stderr.write(`test pause: ${tmp} written, not renamed yet\n`);
+    await new Promise((r) => setTimeout(r, pause));
+  }
   try {
     await fsp.rename(tmp, path);
   } catch (e) {

@@ -52,6 +52,9 @@ class Unpacker {
   /** Directory mtimes, set once everything inside them is written. */
   private readonly dirTimes = new Map<string, number>();
   private warned = new Set<string>();
+  /** Device nodes met (never created: mknod needs privilege), reported once at the end. */
+  private devices = 0;
+  private firstDevice = '';
   /** Directories this unpack made: nothing was in them before, so a name not in `created`
    * does not exist there and needs no lstat. */
   private readonly fresh = new Set<string>();
@@ -75,7 +78,7 @@ class Unpacker {
     if (base.startsWith(WHITEOUT)) return this.whiteout(header.name, parentParts, base);
 
     if (header.type === 'char' || header.type === 'block') {
-      this.log.debug({ path: header.name }, 'device node not created: mknod needs privilege');
+      if (this.devices++ === 0) this.firstDevice = header.name;
       return;
     }
     const parent = (await this.resolveDir(header.name, parentParts, true)) as string;
@@ -127,6 +130,18 @@ class Unpacker {
   }
 
   async finish(): Promise<void> {
+    const first = this.firstDevice;
+    if (this.devices === 1) {
+      this.log.warn(
+        { path: first },
+        `device node ${JSON.stringify(first)} in a layer was skipped: creating it needs privilege`,
+      );
+    } else if (this.devices > 1) {
+      this.log.warn(
+        { path: first, count: this.devices },
+        `${this.devices} device nodes in a layer were skipped (the first: ${JSON.stringify(first)}): creating them needs privilege`,
+      );
+    }
     for (const [path, mtime] of this.dirTimes) {
       try {
         fs.lutimesSync(path, mtime, mtime);
@@ -172,7 +187,17 @@ class Unpacker {
   }
 
   private async linkTarget(header: TarHeader): Promise<string> {
-    const parts = safeParts(header.linkname ?? '');
+    let parts: string[];
+    try {
+      parts = safeParts(header.linkname ?? '');
+    } catch {
+      // name the entry, not only its target
+      const why = header.linkname?.includes('\0') ? 'a NUL byte' : 'a ".." component';
+      throw unsafePath(
+        header.name,
+        `it is a hard link to ${JSON.stringify(header.linkname)}, whose path has ${why}`,
+      );
+    }
     if (parts.length === 0) throw unsafePath(header.name, 'a hard link must name a file in the layer');
     const parent = await this.resolveDir(header.name, parts.slice(0, -1), false);
     const target = parent === undefined ? undefined : join(parent, parts[parts.length - 1]);

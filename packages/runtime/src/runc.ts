@@ -150,12 +150,13 @@ export function bundleConfig(opts: BundleOptions): Record<string, unknown> {
       options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
     },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    // A fresh sysfs is refused without a network namespace of our own: bind the host's.
+    // A fresh sysfs is refused without a network namespace of our own: bind the host's,
+    // read-only with its submounts (cgroup, tracing): `ro` alone covers only the top.
     {
       destination: '/sys',
       type: 'bind',
       source: '/sys',
-      options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+      options: ['rbind', 'nosuid', 'noexec', 'nodev', 'rro'],
     },
   ];
   if ((opts.resolvConf ?? true) && existsSync('/etc/resolv.conf')) {
