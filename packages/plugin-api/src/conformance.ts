@@ -221,6 +221,33 @@ export function runStorageConformance(
       ]);
     });
 
+    test('unpacks a layer onto an active snapshot that has a parent, and again after that', async ({
+      driver,
+      ctx,
+    }) => {
+      // how every layer after the first of a base image is applied
+      await base(driver, 'c1', BASE);
+      const rootfs = await driver.prepare('k', 'c1');
+      for (const [i, file] of ['usr/bin/one', 'usr/bin/two'].entries()) {
+        const src = join(ctx.rootsDir, `.conformance-layer-${process.pid}-${i}`);
+        await writeTree(src, { [file]: `${i}\n` });
+        await driver.unpackLayer('k', Readable.from([src]));
+      }
+      const now = driver.rootfs('k') ?? rootfs;
+      expect(await readFile(join(now, 'usr/bin/one'), 'utf8')).toBe('0\n');
+      expect(await readFile(join(now, 'usr/bin/two'), 'utf8')).toBe('1\n');
+      expect(await readFile(join(now, 'etc/conf'), 'utf8')).toBe('one\n');
+      await writeFile(join(now, 'made-in-run'), 'x\n');
+      expect(await changeList(driver, 'k')).toEqual([
+        'put made-in-run',
+        'put usr',
+        'put usr/bin',
+        'put usr/bin/one',
+        'put usr/bin/two',
+      ]);
+      await driver.commit('c2', 'k');
+    });
+
     test('reports a modified file with its new content, and the directories that lead to it', async ({
       driver,
     }) => {

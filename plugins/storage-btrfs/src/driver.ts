@@ -18,6 +18,7 @@ export { ID_LENGTH, snapshotId };
 
 import {
   dropUnchangedCopyUps,
+  freshWorkDir,
   isMountPoint,
   OVERLAY_FLAGS,
   removeTree,
@@ -180,6 +181,7 @@ export class BtrfsDriver implements StorageDriver, Cleaner, Viewer {
     // write the layer straight into the upper dir, mount again.
     await unmount(join(this.activePath(key), 'mnt'));
     await this.ctx.unpack(layerTar, join(sv, 'upper'), { whiteouts: 'overlay' });
+    await freshWorkDir(join(sv, 'work'));
     await this.mount(key, meta.parent);
   }
 

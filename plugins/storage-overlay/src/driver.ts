@@ -53,6 +53,17 @@ import { dropUnchangedCopyUps, walkUpper } from './upper.js';
  */
 export const OVERLAY_FLAGS = 'userxattr,volatile';
 
+/**
+ * Empty an overlay work dir before it is mounted again: one that was mounted `volatile`
+ * holds `incompat/volatile`, and overlayfs refuses to mount it until that is gone (what
+ * unpacking a second layer onto an active snapshot with a parent does: unmount, write the
+ * upper dir, mount again).
+ */
+export async function freshWorkDir(work: string): Promise<void> {
+  await removeTree(work);
+  await mkdir(work, { mode: 0o700 });
+}
+
 /** Legacy mount(2) takes at most one page of options, the terminating NUL included. */
 export const MAX_MOUNT_OPTIONS = 4095;
 
@@ -179,6 +190,7 @@ export class OverlayDriver implements StorageDriver, Cleaner, Viewer {
     const target = join(this.activePath(key), 'rootfs');
     await unmount(target);
     await this.ctx.unpack(layerTar, join(this.activePath(key), 'fs'), { whiteouts: 'overlay' });
+    if (meta.parent !== undefined) await freshWorkDir(join(this.activePath(key), 'work'));
     await this.mount(key, meta);
   }
 

@@ -1,7 +1,7 @@
 import type { StorageModule } from '@stacker/plugin-api';
 import { overlayFactory } from './factory.js';
 
-export { MAX_CHAIN, OVERLAY_FLAGS, OverlayDriver, snapshotId } from './driver.js';
+export { freshWorkDir, MAX_CHAIN, OVERLAY_FLAGS, OverlayDriver, snapshotId } from './driver.js';
 export * from './errors.js';
 export { checkOverlay, overlayFactory, probeOverlay } from './factory.js';
 export { isMountPoint, mountPoints, unmount, unmountBelow } from './mounts.js';
