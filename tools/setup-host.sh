@@ -8,9 +8,9 @@ if [ "$(id -u)" != 0 ]; then
   echo "error: tools/setup-host.sh sets up the machine and must run as root (sudo)" >&2
   exit 1
 fi
-pkgs=(uidmap runc btrfs-progs umoci skopeo docker-registry busybox-static squashfs-tools jq
+pkgs=(uidmap runc btrfs-progs umoci skopeo docker-registry busybox-static squashfs-tools squashfs-tools-ng jq
       util-linux mount e2fsprogs attr tmux hyperfine debootstrap pigz ca-certificates git
-      apache2-utils mmdebstrap)
+      apache2-utils mmdebstrap python3 openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

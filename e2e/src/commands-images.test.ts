@@ -362,6 +362,48 @@ describe('--layer-type squashfs', () => {
     expect(tool('getfattr', ['--only-values', '-n', 'user.overlay.opaque', join(out, 'd')])).toBe('y');
     expect(readFileSync(join(out, 'd/new'), 'utf8')).toBe('new\n');
   });
+
+  it('a squashfs image is a base and a grab source like its tar twin (whiteouts applied)', () => {
+    write(
+      join(dir, 'onsquash.yaml'),
+      [
+        'onsquash:',
+        '  from:',
+        '    type: oci',
+        `    url: ${layout}:child-squashfs`,
+        '  run: |',
+        '    test ! -e /etc/passwd',
+        '    test ! -e /d/f',
+        '    test "$(cat /d/new)" = new',
+        '    echo on-squashfs > /marker',
+        '',
+      ].join('\n'),
+    );
+    chownTree(dir);
+    const b = run(['build', '-f', 'onsquash.yaml', '--oci-dir', 'oci-onsquash']);
+    expect(b.code, b.output).toBe(0);
+    expect(umociLs(join(dir, 'oci-onsquash'))).toEqual(['onsquash']);
+    const out = workdir('stacker-e2e-grab-sq-');
+    try {
+      const g = stacker(
+        [
+          '--oci-dir',
+          layout,
+          '--roots-dir',
+          join(dir, 'roots'),
+          '--stacker-dir',
+          join(dir, '.stacker'),
+          'grab',
+          'base-squashfs:/own',
+        ],
+        { cwd: out },
+      );
+      expect(g.code, g.output).toBe(0);
+      expect(readFileSync(join(out, 'own'), 'utf8')).toBe('own\n');
+    } finally {
+      removeWorkdir(out);
+    }
+  });
 });
 
 describe('clean', () => {

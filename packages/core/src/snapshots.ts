@@ -1,7 +1,8 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 
-import { layerGunzip, type OciLayout } from '@stacker/oci';
+import { layerGunzip, type OciLayout, overlayTarToOci } from '@stacker/oci';
 import {
   type BaseImage,
   type Descriptor,
@@ -17,8 +18,10 @@ export function shortId(): string {
   return randomBytes(6).toString('hex');
 }
 
-/** A layer blob as an uncompressed tar stream. */
+/** A layer blob as an uncompressed tar stream (in OCI's whiteout style). */
 export async function openLayerTar(layout: OciLayout, layer: Descriptor): Promise<Readable> {
+  // stacker's squashfs layers (overlay-style whiteouts inside): read by sqfs2tar
+  if (layer.mediaType.includes('squashfs')) return squashfsAsTar(layout, layer);
   const s = await layout.open(layer.digest);
   if (layer.mediaType.endsWith('gzip') || layer.mediaType.endsWith('.gzip')) return s.pipe(layerGunzip());
   if (layer.mediaType.endsWith('+zstd')) {
@@ -27,13 +30,52 @@ export async function openLayerTar(layout: OciLayout, layer: Descriptor): Promis
       `layer ${layer.digest} is zstd-compressed, which this stacker cannot unpack yet`,
     );
   }
-  if (layer.mediaType.includes('squashfs')) {
+  return s;
+}
+
+/**
+ * A squashfs layer as an OCI tar: `sqfs2tar` (squashfs-tools-ng) streams its tree as a
+ * tar, which `overlayTarToOci` turns into OCI whiteouts. A failure of sqfs2tar fails the
+ * stream with what it said.
+ */
+async function squashfsAsTar(layout: OciLayout, layer: Descriptor): Promise<Readable> {
+  if (!(await layout.has(layer.digest))) {
+    throw new UserError('blob-missing', `layer ${layer.digest} is not in the OCI layout ${layout.dir}`);
+  }
+  const child = spawn('sqfs2tar', [layout.path(layer.digest)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    if (stderr.length < 4000) stderr += d;
+  });
+  const spawned = await new Promise<Error | undefined>((res) => {
+    child.once('spawn', () => res(undefined));
+    child.once('error', (e) => res(e));
+  });
+  if (spawned) {
     throw new UserError(
-      'layer-type',
-      `layer ${layer.digest} is a squashfs layer (${layer.mediaType}); build from the tar flavour of the image instead`,
+      'sqfs2tar-missing',
+      (spawned as NodeJS.ErrnoException).code === 'ENOENT'
+        ? `layer ${layer.digest} is a squashfs layer, and sqfs2tar is not on PATH; install squashfs-tools-ng to use squashfs images`
+        : `could not run sqfs2tar for layer ${layer.digest}: ${spawned.message}`,
     );
   }
-  return s;
+  // Read from now on: node resumes (and so drops) a child's unread output when it exits,
+  // and a small layer's sqfs2tar exits before the caller starts reading
+  const tar = child.stdout.pipe(new PassThrough({ highWaterMark: 1 << 20 }));
+  const out = overlayTarToOci(tar);
+  child.once('close', (code, signal) => {
+    if (code === 0) return;
+    out.destroy(
+      new UserError(
+        'sqfs2tar',
+        `sqfs2tar could not read squashfs layer ${layer.digest} (${signal ?? `exit ${code}`}): ${stderr.trim()}`,
+      ),
+    );
+  });
+  out.once('close', () => {
+    if (child.exitCode === null) child.kill();
+  });
+  return out;
 }
 
 /**
@@ -90,7 +132,9 @@ export class SnapshotStore implements LayerStager {
       throw e;
     }
     try {
+      this.log.debug(`unpacking a layer into snapshot ${key}`);
       await this.driver.unpackLayer(key, tar);
+      this.log.debug(`unpacked snapshot ${key}`);
     } catch (e) {
       await this.driver.remove(key).catch(() => {});
       throw e;

@@ -5,6 +5,7 @@ export * from './gunzip.js';
 export * from './inspect.js';
 export * from './layer-writer.js';
 export * from './layout.js';
+export { overlayTarToOci } from './overlay-tar.js';
 export * from './tar-header.js';
 export * from './tar-reader.js';
 export * from './unpack.js';
