@@ -350,6 +350,31 @@ describe('an oci base', () => {
     expect(readText(join(rootfs('fromoci2'), 'fromoci2.txt'))).toBe('from-oci2\n');
     expect(exists(join(rootfs('fromoci2'), 'todelete'))).toBe(false);
   });
+
+  it('a base image of several layers on fresh storage: each layer unpacked onto the one below', () => {
+    // (no snapshot of these layers exists yet in the new roots dir, as for any image pulled
+    // from a registry: every layer after the first goes onto a mounted parent)
+    expect(layersOf(layout, 'child').length).toBeGreaterThanOrEqual(3);
+    const r = stacker(
+      [
+        'build',
+        '-f',
+        'ocisrc2.yaml',
+        '--roots-dir',
+        'roots-fresh',
+        '--stacker-dir',
+        '.stacker-fresh',
+        '--oci-dir',
+        'oci-fresh',
+      ],
+      { cwd: dir },
+    );
+    expect(r.code, r.output).toBe(0);
+    const child = layersOf(layout, 'child');
+    const layers = layersOf(join(dir, 'oci-fresh'), 'fromoci2');
+    expect(layers.slice(0, child.length)).toEqual(child);
+    expect(layers).toHaveLength(child.length + 1);
+  });
 });
 
 describe('generate_labels', () => {
