@@ -191,6 +191,8 @@ ${
     const suids = findNamed(join(dir, 'roots'), `suid-${MARK}`);
     expect(suids.length).toBeGreaterThan(0);
     for (const p of suids) expect(statSync(p).uid, p).not.toBe(0);
+    // ... below a roots dir only the build user can enter
+    expect((statSync(join(dir, 'roots')).mode & 0o777).toString(8)).toBe('700');
     // device nodes: none created, one warning for the layer naming the first and the count
     const warnings = r.output.split('\n').filter((l) => l.includes('device node'));
     expect(warnings).toEqual([

@@ -192,7 +192,8 @@ export class Builder {
   async run(): Promise<BuildResult> {
     const { settings } = this.opts;
     await fsp.mkdir(settings.stackerDir, { recursive: true });
-    await fsp.mkdir(settings.rootsDir, { recursive: true });
+    // 0700: an untrusted base's setuid files must not be reachable by other users of the host
+    await fsp.mkdir(settings.rootsDir, { recursive: true, mode: 0o700 });
     // every file's dependencies are checked before anything is built
     for (const file of this.opts.files) this.planFile(file, this.namesBefore(file));
     // ... and every stanza's source type and `from:` keys

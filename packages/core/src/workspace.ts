@@ -43,7 +43,7 @@ export class Workspace {
         `${settings.ociDir} is not an OCI layout; run stacker build first (or pass --oci-dir)`,
       );
     }
-    await fsp.mkdir(settings.rootsDir, { recursive: true });
+    await fsp.mkdir(settings.rootsDir, { recursive: true, mode: 0o700 });
     const locks = [DirLock.acquire(settings.stackerDir), DirLock.acquire(settings.rootsDir)];
     try {
       const factory = await registry.storage(settings.storageType);
