@@ -63,6 +63,22 @@ let build: Result;
 
 const run = (args: string[], env?: Record<string, string>) => stacker(args, { cwd: dir, env });
 
+/** `stacker grab ARG` run in `cwd`, on this test's layout, roots and stacker dir. */
+const grab = (arg: string, cwd: string) =>
+  stacker(
+    [
+      '--oci-dir',
+      layout,
+      '--roots-dir',
+      join(dir, 'roots'),
+      '--stacker-dir',
+      join(dir, '.stacker'),
+      'grab',
+      arg,
+    ],
+    { cwd },
+  );
+
 /** index.json, the cache and the list of blobs: what grab and chroot must leave alone. */
 function state(): string {
   const blobs = readdirSync(join(layout, 'blobs/sha256')).sort().join(',');
@@ -130,19 +146,7 @@ describe('grab', () => {
     const out = workdir('stacker-e2e-grab-');
     try {
       for (const arg of ['base:/own', 'child:/d', 'base:/link']) {
-        const r = stacker(
-          [
-            '--oci-dir',
-            layout,
-            '--roots-dir',
-            join(dir, 'roots'),
-            '--stacker-dir',
-            join(dir, '.stacker'),
-            'grab',
-            arg,
-          ],
-          { cwd: out },
-        );
+        const r = grab(arg, out);
         expect(r.code, r.output).toBe(0);
       }
       expect(readFileSync(join(out, 'own'), 'utf8')).toBe('own\n');
@@ -379,25 +383,13 @@ describe('--layer-type squashfs', () => {
         '',
       ].join('\n'),
     );
-    chownTree(dir);
+    // (not chownTree(dir): that would chown the snapshots in roots/ to the build user)
     const b = run(['build', '-f', 'onsquash.yaml', '--oci-dir', 'oci-onsquash']);
     expect(b.code, b.output).toBe(0);
     expect(umociLs(join(dir, 'oci-onsquash'))).toEqual(['onsquash']);
     const out = workdir('stacker-e2e-grab-sq-');
     try {
-      const g = stacker(
-        [
-          '--oci-dir',
-          layout,
-          '--roots-dir',
-          join(dir, 'roots'),
-          '--stacker-dir',
-          join(dir, '.stacker'),
-          'grab',
-          'base-squashfs:/own',
-        ],
-        { cwd: out },
-      );
+      const g = grab('base-squashfs:/own', out);
       expect(g.code, g.output).toBe(0);
       expect(readFileSync(join(out, 'own'), 'utf8')).toBe('own\n');
     } finally {
@@ -425,9 +417,11 @@ describe('clean', () => {
     const owned = found(['-type', 'f', '-name', 'own']);
     expect(owned.length, 'a subuid-owned file in roots').toBeGreaterThan(0);
     const buildUid = IS_ROOT ? Number(tool('id', ['-u', TEST_USER]).trim()) : process.getuid!();
-    const ownUid = Number(owned[0].split(' ')[1]);
-    expect(ownUid).not.toBe(buildUid);
-    expect(ownUid).toBeGreaterThan(65535);
+    for (const o of owned) {
+      const ownUid = Number(o.split(' ')[1]);
+      expect(ownUid, o).not.toBe(buildUid);
+      expect(ownUid, o).toBeGreaterThan(65535);
+    }
     const r = run(['clean']);
     expect(r.code, r.output).toBe(0);
     for (const d of ['roots', 'oci', '.stacker']) expect(existsSync(join(dir, d)), d).toBe(false);

@@ -9,6 +9,11 @@ function isOverlayWhiteout(h: TarHeader): boolean {
   return h.type === 'char' && (h.devmajor ?? 0) === 0 && (h.devminor ?? 0) === 0;
 }
 
+/** An empty root-owned file: an OCI whiteout or opaque marker. */
+function marker(name: string, mtime: number): Buffer {
+  return encodeHeader({ name, type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime });
+}
+
 /**
  * A tar in overlayfs' whiteout style (a deleted path is a 0/0 character device, an opaque
  * directory carries `user.overlay.opaque=y`: what stacker's squashfs layers hold, as read
@@ -25,15 +30,7 @@ export function overlayTarToOci(input: Readable | AsyncIterable<Buffer>, limits:
       if (isOverlayWhiteout(header)) {
         const path = name.replace(/\/$/, '');
         const slash = path.lastIndexOf('/');
-        yield encodeHeader({
-          name: `${path.slice(0, slash + 1)}.wh.${path.slice(slash + 1)}`,
-          type: 'file',
-          mode: 0o644,
-          uid: 0,
-          gid: 0,
-          size: 0,
-          mtime: header.mtime,
-        });
+        yield marker(`${path.slice(0, slash + 1)}.wh.${path.slice(slash + 1)}`, header.mtime);
         continue;
       }
       let opaque = false;
@@ -59,15 +56,7 @@ export function overlayTarToOci(input: Readable | AsyncIterable<Buffer>, limits:
       }
       if (opaque) {
         const dir = name.endsWith('/') ? name : `${name}/`;
-        yield encodeHeader({
-          name: `${dir}.wh..wh..opq`,
-          type: 'file',
-          mode: 0o644,
-          uid: 0,
-          gid: 0,
-          size: 0,
-          mtime: header.mtime,
-        });
+        yield marker(`${dir}.wh..wh..opq`, header.mtime);
       }
     }
     yield END_OF_ARCHIVE;
