@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkLayout } from './crash-tools.js';
 import { BUSYBOX_TAR, type Result, removeWorkdir, stacker, workdir, write } from './harness.js';
 import {
   haveRegistry,
@@ -19,8 +20,9 @@ import {
 const USER = 'pubuser';
 const PASSWORD = 'correct-horse-battery';
 
-function ok(r: Result, what: string): void {
+function ok(r: Result, what: string): Result {
   if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}):\n${r.output}`);
+  return r;
 }
 
 const canRun = haveRegistry && existsSync(BUSYBOX_TAR);
@@ -118,7 +120,8 @@ scratchpad:
     insecure: true
 `,
     );
-    ok(stacker(['build'], { cwd: dir }), 'build');
+    const first = ok(stacker(['build'], { cwd: dir }), 'build');
+    expect(first.output).toMatch(/copied blob sha256:/);
     const local = join(dir, 'oci');
     const appDigest = tagDigest(local, 'app')!;
     const toolDigest = tagDigest(local, 'tool')!;
@@ -185,6 +188,15 @@ scratchpad:
     ok(toOci, 'publish to oci');
     expect(tagDigest(join(dir, 'out'), 'tool_v1')).toBe(toolDigest);
     expect(tagDigest(join(dir, 'out'), 'app_v1')).toBeUndefined();
+
+    // the pulled blobs are kept in the stacker dir: another output layout needs no download
+    const elsewhere = ok(
+      stacker(['build', '--oci-dir', 'oci-elsewhere', '--no-cache'], { cwd: dir }),
+      'build elsewhere',
+    );
+    expect(elsewhere.output).not.toMatch(/copied blob/);
+    expect(checkLayout(join(dir, 'oci-elsewhere')).problems).toEqual([]);
+    expect(tagDigest(join(dir, 'oci-elsewhere'), 'app')).toMatch(/^sha256:/);
   });
 
   it('a docker schema 2 image is a base as it is, docker layer types kept', () => {

@@ -421,8 +421,13 @@ export class MemoryStore {
     this.puts++;
     return { mediaType, digest, size: bytes.length };
   }
-  async putFile(): Promise<never> {
-    throw new Error('not in memory');
+  async putFile(
+    path: string,
+    mediaType: string,
+    expected: { digest?: string; size?: number } = {},
+  ): Promise<import('@stacker/plugin-api').Descriptor> {
+    const { createReadStream } = await import('node:fs');
+    return this.putStream(createReadStream(path), mediaType, expected);
   }
   async putJson(value: unknown, mediaType: string) {
     const { Readable } = await import('node:stream');

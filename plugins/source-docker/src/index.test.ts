@@ -1,8 +1,15 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { silentLogger } from '@stacker/plugin-api';
 import { digestOf, FakeRegistry, MemoryStore } from '@stacker/registry/testing';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { dockerSource } from './index.js';
+
+// the source keeps pulled blobs in <cacheDir>/layer-bases
+const cacheDir = mkdtempSync(join(tmpdir(), 'source-docker-'));
+afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
 
 const running: FakeRegistry[] = [];
 afterEach(async () => {
@@ -14,7 +21,7 @@ function ctx(blobs: MemoryStore, signal = new AbortController().signal) {
     stanza: 'base',
     stackerFile: '/p/stacker.yaml',
     resolvePath: (p: string) => p,
-    cacheDir: '/tmp',
+    cacheDir,
     blobs: blobs as any,
     platform: { os: 'linux', architecture: 'amd64' },
     log: silentLogger,

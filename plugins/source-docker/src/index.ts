@@ -1,4 +1,6 @@
-import { isUserError, type Source, type SourceContext, UserError } from '@stacker/plugin-api';
+import { join } from 'node:path';
+import { OciLayout } from '@stacker/oci';
+import { type BlobStore, isUserError, type Source, type SourceContext, UserError } from '@stacker/plugin-api';
 import {
   type ImageReference,
   parseImageReference,
@@ -43,6 +45,54 @@ function parse(from: DockerFrom, ctx: SourceContext): ImageReference {
   }
 }
 
+/**
+ * Pulled blobs are kept in an OCI layout of their own in the stacker dir
+ * (`.stacker/sources/layer-bases`, as stacker keeps `.stacker/layer-bases`), so that a new
+ * or removed output layout (`--oci-dir`) does not download them again.
+ */
+const bases = new Map<string, Promise<OciLayout>>();
+function layerBases(ctx: SourceContext): Promise<OciLayout> {
+  const dir = join(ctx.cacheDir, 'layer-bases');
+  let p = bases.get(dir);
+  if (!p) {
+    p = OciLayout.init(dir);
+    bases.set(dir, p);
+    p.catch(() => bases.delete(dir));
+  }
+  return p;
+}
+
+/** Not a layer: putting a cached blob into the output must not look like a tarball import. */
+const LINKED = 'application/octet-stream';
+
+/**
+ * The output layout's blob store, with every blob going through the layer-bases cache: a
+ * blob the output lacks but the cache has is linked (or copied) across, a new one is
+ * verified into the cache first. Both are addressed by digest, so a damaged or partial
+ * file is never trusted: the layout checks the digest of what it links.
+ */
+function throughLayerBases(cache: OciLayout, out: BlobStore): BlobStore {
+  const link = (digest: string, size?: number) => out.putFile(cache.path(digest), LINKED, { digest, size });
+  return {
+    async has(digest) {
+      if (await out.has(digest)) return true;
+      if (!(await cache.has(digest))) return false;
+      await link(digest);
+      return true;
+    },
+    async putStream(stream, mediaType, expected) {
+      const d = await cache.putStream(stream, mediaType, expected);
+      await link(d.digest, d.size);
+      return d;
+    },
+    putFile: (path, mediaType, expected) => out.putFile(path, mediaType, expected),
+    putJson: (value, mediaType) => out.putJson(value, mediaType),
+    open: (digest) => out.open(digest),
+    readJson: (digest) => out.readJson(digest),
+    path: (digest) => out.path(digest),
+  };
+}
+
 /** A registry error with the stanza in front, so the user knows which `from:` failed. */
 function inStanza(e: unknown, ctx: SourceContext): unknown {
   if (!isUserError(e)) return e;
@@ -82,7 +132,8 @@ export const dockerSource: Source<DockerFrom> = {
     const client = clientFor(ref, from.insecure === true, ctx);
     try {
       const progress = ctx.progress?.bind(ctx);
-      const img = await pullImage(client, ref.repository, referenceOf(ref), ctx.blobs, {
+      const store = throughLayerBases(await layerBases(ctx), ctx.blobs);
+      const img = await pullImage(client, ref.repository, referenceOf(ref), store, {
         platform: ctx.platform,
         log: ctx.log,
         // the host's live view shows each download as a byte bar
