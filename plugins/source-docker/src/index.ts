@@ -107,8 +107,8 @@ function inStanza(e: unknown, ctx: SourceContext): unknown {
 /**
  * `from: {type: docker, url: docker://HOST/REPO:TAG, insecure: true}`: an image in a
  * registry. The manifest (for the stanza's platform when the tag is an index), config and
- * layers are downloaded into the build's layout by digest, each verified; blobs already
- * there are not downloaded again. Layers are used as they are, docker media types too.
+ * layers are downloaded by digest, each verified, into the layer-bases layout in the stacker
+ * dir and linked into the build's layout; blobs already in either are not downloaded again. Layers are used as they are, docker media types too.
  * Credentials come from the standard files (containers' auth.json, ~/.docker/config.json).
  */
 export const dockerSource: Source<DockerFrom> = {
