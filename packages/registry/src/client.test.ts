@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type BlobProgress, formatBytes, RegistryClient } from './client.js';
+import { type BlobProgress, formatBytes, RegistryClient, retryAfterMs } from './client.js';
 import { pullImage, pushImage } from './copy.js';
 import { digestOf, FakeRegistry, MemoryStore, seedImage } from './fake-registry.js';
 
@@ -149,6 +149,22 @@ describe('pulling', () => {
     const store = new MemoryStore();
     await pullImage(client(r), 'a', 'latest', store as any);
     expect(digestOf(store.blobs.get(img.layers[0].digest)!.bytes)).toBe(img.layers[0].digest);
+  });
+
+  it('waits as long as a 503 says in Retry-After before trying again', async () => {
+    const r = await registry();
+    seedRemote(r, 'a', 'latest');
+    r.failNext = 1;
+    r.retryAfter = '1';
+    const t0 = Date.now();
+    expect((await client(r).getImage('a', 'latest')).manifest.layers.length).toBe(2);
+    // retryDelayMs is 1 ms in these tests: only the header makes it wait a second
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(950);
+    expect(retryAfterMs('2')).toBe(2000);
+    expect(retryAfterMs(new Date(Date.now() + 5000).toUTCString())).toBeGreaterThan(3000);
+    expect(retryAfterMs('3600')).toBe(60_000);
+    expect(retryAfterMs('soon')).toBeUndefined();
+    expect(retryAfterMs(null)).toBeUndefined();
   });
 
   it('gives up after a bounded number of retries with one sentence', async () => {

@@ -114,7 +114,22 @@ export type PushResult = 'exists' | 'mounted' | 'uploaded';
 const MAX_MANIFEST = 4 * 1024 * 1024;
 
 /** A failure worth trying again: a reset connection, a 5xx answer. */
-class TransientError extends Error {}
+class TransientError extends Error {
+  /** How long the registry asked us to wait (`Retry-After`), if it did. */
+  retryAfterMs?: number;
+}
+
+/** The longest `Retry-After` honoured: a registry asking for more gets our own backoff. */
+const MAX_RETRY_AFTER_MS = 60_000;
+
+/** `Retry-After` in milliseconds (seconds or an HTTP date), undefined when absent or odd. */
+export function retryAfterMs(value: string | null, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const v = value.trim();
+  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now;
+  if (!Number.isFinite(ms)) return undefined;
+  return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
+}
 
 const NETWORK_CODES = new Set([
   'ECONNRESET',
@@ -747,7 +762,12 @@ export class RegistryClient {
         attempt++;
         if (attempt > this.retries || this.opts.signal?.aborted)
           throw unreachable(w, what, transient, attempt);
-        const delay = this.retryDelayMs * 2 ** (attempt - 1);
+        // the registry's Retry-After when it gave one, else exponential backoff with
+        // jitter (so that parallel uploads that failed together do not retry together)
+        const asked = e instanceof TransientError ? e.retryAfterMs : undefined;
+        const delay = Math.round(
+          asked ?? this.retryDelayMs * 2 ** (attempt - 1) * (0.75 + Math.random() * 0.5),
+        );
         this.log.debug(`${this.registry}/${w.repository}: ${what}: ${transient}; trying again in ${delay}ms`);
         await sleep(delay, undefined, { signal: this.opts.signal });
       }
@@ -772,7 +792,9 @@ export class RegistryClient {
   private async failTransient(res: Response): Promise<void> {
     if (res.status >= 500 || res.status === 429) {
       const detail = await errorDetail(res);
-      throw new TransientError(`HTTP ${res.status}${detail ? ` (${detail})` : ''}`);
+      const err = new TransientError(`HTTP ${res.status}${detail ? ` (${detail})` : ''}`);
+      err.retryAfterMs = retryAfterMs(res.headers.get('retry-after'));
+      throw err;
     }
   }
 

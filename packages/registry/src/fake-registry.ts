@@ -40,6 +40,8 @@ export class FakeRegistry {
   readonly tokenRequests: string[] = [];
   /** Answer the next N registry requests with 503. */
   failNext = 0;
+  /** The `Retry-After` header of those 503 answers, if any. */
+  retryAfter?: string;
   /** Cut the connection of the next N requests. */
   resetNext = 0;
   /** Serve these blobs with wrong content. */
@@ -143,6 +145,7 @@ export class FakeRegistry {
     }
     if (this.failNext > 0) {
       this.failNext--;
+      if (this.retryAfter !== undefined) res.setHeader('retry-after', this.retryAfter);
       json(res, 503, { errors: [{ code: 'UNAVAILABLE', message: 'try later' }] });
       return;
     }
