@@ -168,19 +168,7 @@ describe('grab', () => {
   it('keeps modes (a read-only directory stays read-only)', () => {
     const out = workdir('stacker-e2e-grab-');
     try {
-      const r = stacker(
-        [
-          '--oci-dir',
-          layout,
-          '--roots-dir',
-          join(dir, 'roots'),
-          '--stacker-dir',
-          join(dir, '.stacker'),
-          'grab',
-          'base:/d',
-        ],
-        { cwd: out },
-      );
+      const r = grab('base:/d', out);
       expect(r.code, r.output).toBe(0);
       expect(statSync(join(out, 'd/sub')).mode & 0o777).toBe(0o555);
       expect(readFileSync(join(out, 'd/sub/g'), 'utf8')).toBe('x\n');
